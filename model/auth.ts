@@ -1,0 +1,82 @@
+import { z } from 'zod';
+import { IdSchema } from './common.js';
+import { FarmError } from './errors.js';
+
+/** PVS administrator roles, minus the Windows groups: each API token carries one. */
+export const ROLES = ['farm-admin', 'site-admin', 'device-operator', 'read-only'] as const;
+export type Role = (typeof ROLES)[number];
+
+export const TokenInputSchema = z
+  .object({
+    name: z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9 ._@-]*$/, 'may contain letters, digits, space, dot, underscore, @ and hyphen'),
+    role: z.enum(ROLES),
+    /** Required for site-admin; optional for device-operator and read-only (limits them to one site); never for farm-admin. */
+    siteId: IdSchema.nullable().default(null),
+    expiresAt: z.iso.datetime({ offset: true }).nullable().default(null),
+  })
+  .strict()
+  .superRefine((t, ctx) => {
+    if (t.role === 'site-admin' && !t.siteId) ctx.addIssue({ code: 'custom', path: ['siteId'], message: 'required for role site-admin' });
+    if (t.role === 'farm-admin' && t.siteId) ctx.addIssue({ code: 'custom', path: ['siteId'], message: 'not allowed for role farm-admin' });
+  });
+export type TokenInput = z.infer<typeof TokenInputSchema>;
+
+export const TokenSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    role: z.enum(ROLES),
+    siteId: IdSchema.nullable(),
+    expiresAt: z.string().nullable(),
+    createdAt: z.string(),
+    createdBy: z.string(),
+  })
+  .meta({ id: 'Token' });
+export type Token = z.infer<typeof TokenSchema>;
+
+/** Who is calling: resolved from the bearer token on every request. */
+export interface Principal {
+  tokenId: string;
+  name: string;
+  role: Role;
+  /** Site scope; null = the whole farm. */
+  siteId: string | null;
+}
+
+export type ObjectKind = 'farm' | 'site' | 'appliance' | 'store' | 'vdisk' | 'version' | 'collection' | 'target' | 'token' | 'audit';
+export type Action = 'read' | 'create' | 'update' | 'delete';
+
+/** Kinds a site admin manages inside its own site. */
+const SITE_ADMIN_KINDS: ReadonlySet<ObjectKind> = new Set(['appliance', 'collection', 'target']);
+
+/**
+ * The whole permission model, as one pure function.
+ * `siteId` is the site the object belongs to (null for farm-wide objects: stores, vDisks, versions, tokens).
+ * `fields` are the top-level fields an update changes.
+ */
+export function authorize(p: Principal, action: Action, kind: ObjectKind, siteId: string | null, fields: readonly string[] = []): void {
+  if (p.role === 'farm-admin') return;
+  const deny = (why: string): never => {
+    throw new FarmError('forbidden', `${p.role} token "${p.name}" may not ${action} ${kind}: ${why}`);
+  };
+  const inScope = p.siteId === null || siteId === null || siteId === p.siteId;
+  if (kind === 'token') deny('tokens are managed by farm admins');
+  if (action === 'read') {
+    if (!inScope) deny(`the object belongs to another site than ${p.siteId}`);
+    return;
+  }
+  if (p.role === 'read-only') deny('the token is read-only');
+  if (siteId === null || !inScope) deny(siteId === null ? 'farm-wide objects are managed by farm admins' : `the object belongs to another site than ${p.siteId}`);
+  if (p.role === 'site-admin') {
+    if (SITE_ADMIN_KINDS.has(kind)) return;
+    if (kind === 'site' && action === 'update') return;
+    deny(`site admins manage appliances, collections and targets of their site${kind === 'site' ? ', and may only update the site itself' : ''}`);
+  }
+  // device-operator
+  if (kind === 'target' && action === 'update') {
+    const extra = fields.filter((f) => f !== 'disabled' && f !== 'bootFrom');
+    if (extra.length === 0) return;
+    deny(`device operators may change only disabled and bootFrom, not ${extra.join(', ')}`);
+  }
+  deny('device operators may only enable, disable and choose the boot source of targets');
+}

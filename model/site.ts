@@ -1,0 +1,62 @@
+import { z } from 'zod';
+import { DescriptionSchema, HostSchema, IdSchema, PortSchema, nameSchema, systemFields } from './common.js';
+
+/** PVS "Configure Bootstrap": login servers and timeouts a booting target uses. */
+export const BootstrapServerSchema = z
+  .object({
+    address: HostSchema,
+    /** Port of the appliance's boot (HTTP) service. */
+    port: PortSchema.default(80),
+  })
+  .strict();
+
+const timeoutMs = z
+  .number()
+  .int('must be a whole number of milliseconds')
+  .min(1000, 'must be between 1000 and 60000 ms')
+  .max(60000, 'must be between 1000 and 60000 ms');
+
+export const BootstrapSchema = z
+  .object({
+    /** Up to 4 servers, tried in this order (PVS limit and semantics). */
+    servers: z.array(BootstrapServerSchema).max(4, 'at most 4 bootstrap servers').default([]),
+    pollingTimeoutMs: timeoutMs.default(5000),
+    generalTimeoutMs: timeoutMs.default(5000),
+    verbose: z.boolean().default(false),
+    /** What a target does when it loses its appliance (PVS: restore connection, or reboot to hard disk after 50 s). */
+    networkRecovery: z
+      .object({
+        action: z.enum(['restore-connection', 'reboot-local']).default('restore-connection'),
+        rebootDelaySeconds: z.number().int().min(1).max(3600).default(50),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export const SiteInputSchema = z
+  .object({
+    name: nameSchema(50),
+    description: DescriptionSchema.default(''),
+    bootstrap: BootstrapSchema.prefault({}),
+    proxyDhcp: z.object({ enabled: z.boolean().default(false) }).strict().prefault({}),
+    rebalance: z
+      .object({
+        enabled: z.boolean().default(false),
+        triggerPercent: z
+          .number()
+          .int()
+          .min(5, 'must be between 5 and 5000')
+          .max(5000, 'must be between 5 and 5000')
+          .default(25),
+      })
+      .strict()
+      .prefault({}),
+    /** Collection that auto-added targets of this site join (PVS: site > Properties > Options). */
+    defaultCollectionId: IdSchema.nullable().default(null),
+  })
+  .strict();
+
+export const SiteSchema = SiteInputSchema.extend(systemFields).meta({ id: 'Site' });
+export type SiteInput = z.infer<typeof SiteInputSchema>;
+export type Site = z.infer<typeof SiteSchema>;
