@@ -19,7 +19,6 @@ export const AuditRecordSchema = z
     siteId: z.string().nullable(),
     action: z.enum(['create', 'update', 'delete']),
     changes: z.array(AuditChangeSchema),
-    revision: z.number().int().nullable(),
   })
   .meta({ id: 'AuditRecord' });
 export type AuditRecord = z.infer<typeof AuditRecordSchema>;

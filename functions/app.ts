@@ -1,0 +1,68 @@
+/**
+ * The control-plane API: `createApp(deps)` builds the whole Hono app; the
+ * Lambda entry (lambda.ts) and the local server (`bootfarm dev`) only wire it.
+ */
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import { FarmError } from '../model/index.js';
+import { bearerAuth, type Env } from './auth.js';
+import { errorBody, toResponse, validationError } from './errors.js';
+import { RESOURCES, vdiskResource } from './resources.js';
+import { auditRoutes } from './routes/audit.js';
+import { farmRoutes } from './routes/farm.js';
+import { resourceRoutes } from './routes/resource.js';
+import { tokenRoutes } from './routes/tokens.js';
+import { versionRoutes } from './routes/versions.js';
+import type { FarmRepo } from './storage/repo.js';
+
+export interface AppDeps {
+  repo: FarmRepo;
+  clock?: () => Date;
+  /** Where server-side failures are reported (never sent to clients). */
+  log?: (line: string) => void;
+  /** Largest accepted request body. */
+  maxBodyBytes?: number;
+}
+
+export const API_VERSION = '0.1.0';
+
+export function createApp(deps: AppDeps): OpenAPIHono<Env> {
+  const log = deps.log ?? ((line: string) => console.error(line));
+  const app = new OpenAPIHono<Env>({
+    defaultHook: (result, c) => {
+      if (!result.success) throw validationError(result.error, c.req.path);
+    },
+  });
+
+  app.onError((err, c) => toResponse(err, c, log));
+  app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${c.req.path}`), 404));
+
+  app.get('/health', (c) => c.json({ status: 'ok' }));
+
+  app.use(
+    '/v1/*',
+    bodyLimit({
+      maxSize: deps.maxBodyBytes ?? 1024 * 1024,
+      onError: () => {
+        throw new FarmError('bad_request', `request body larger than ${deps.maxBodyBytes ?? 1024 * 1024} bytes`);
+      },
+    }),
+  );
+  app.use('/v1/*', bearerAuth({ repo: deps.repo, clock: deps.clock, public: ['/v1/openapi.json'] }));
+
+  app.route('/v1/farm', farmRoutes(deps.repo));
+  for (const spec of RESOURCES) {
+    const routes = resourceRoutes(spec, deps.repo);
+    if (spec === vdiskResource) routes.route('/', versionRoutes(deps.repo));
+    app.route(`/v1${spec.path}`, routes);
+  }
+  app.route('/v1/tokens', tokenRoutes(deps.repo));
+  app.route('/v1/audit', auditRoutes(deps.repo));
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'API token from `bootfarm token create`' });
+  app.doc31('/v1/openapi.json', {
+    openapi: '3.1.0',
+    info: { title: 'bootfarm control plane', version: API_VERSION, description: 'Farm configuration API: sites, appliances, stores, vDisks and versions, collections, targets, tokens, audit.' },
+  });
+  return app;
+}

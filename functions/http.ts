@@ -1,0 +1,34 @@
+import type { Context } from 'hono';
+import { FarmError } from '../model/index.js';
+import type { Expected } from './storage/repo.js';
+
+/** ETag of a stored object: its version, as a strong validator. */
+export const etag = (version: number) => `"${version}"`;
+
+/**
+ * If-Match → the version a write expects. `required` for PATCH: bootfarm never
+ * lets a write silently overwrite a change the writer has not seen.
+ */
+export function expectedVersion(c: Context, required: boolean): Expected {
+  const h = c.req.header('if-match');
+  if (h === undefined || h === '') {
+    if (required) throw new FarmError('precondition_required', 'If-Match header required: send the ETag of the object you read (or * to overwrite whatever is there)');
+    return null;
+  }
+  if (h.trim() === '*') return null;
+  const m = /^\s*(?:W\/)?"(\d{1,15})"\s*$/.exec(h);
+  if (!m) throw new FarmError('bad_request', 'If-Match: must be an ETag such as "3"', 'If-Match');
+  return Number(m[1]);
+}
+
+/** Parses a JSON request body; a syntax error is a 400 that says so. */
+export async function jsonBody(c: Context): Promise<unknown> {
+  const type = c.req.header('content-type') ?? '';
+  if (!/^application\/(merge-patch\+)?json\b/i.test(type)) throw new FarmError('bad_request', 'Content-Type must be application/json');
+  const text = await c.req.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new FarmError('bad_request', 'request body is not valid JSON');
+  }
+}

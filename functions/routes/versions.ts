@@ -1,0 +1,153 @@
+import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import { FarmError, IdSchema, VersionInputSchema, VersionSchema, VersionUpdateSchema, authorize, checkVersionTransition, pageOf, type Version } from '../../model/index.js';
+import type { Env } from '../auth.js';
+import { etag, expectedVersion } from '../http.js';
+import type { FarmRepo, Obj } from '../storage/repo.js';
+import { errorResponses, load, respond } from './resource.js';
+
+const versionId = (vdiskId: string, n: number) => `${vdiskId}.${n}`;
+const VdiskParams = z.object({ id: IdSchema.openapi({ param: { name: 'id', in: 'path' } }) });
+const VersionParams = VdiskParams.extend({ number: z.coerce.number().int().min(0).max(99999).openapi({ param: { name: 'number', in: 'path' } }) });
+
+async function versionsOf(repo: FarmRepo, vdiskId: string): Promise<Version[]> {
+  const out: Version[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await repo.list('version', { parent: { kind: 'vdisk', id: vdiskId }, limit: 100, cursor });
+    out.push(...(page.items as unknown as Version[]));
+    cursor = page.nextCursor ?? undefined;
+  } while (cursor);
+  return out.sort((a, b) => a.number - b.number);
+}
+
+/**
+ * vDisk versions (PVS: Versions dialog). A new version starts in maintenance
+ * on top of the newest; promote and revert are state changes checked by
+ * checkVersionTransition. Only the newest version can be deleted.
+ */
+export function versionRoutes(repo: FarmRepo): OpenAPIHono<Env> {
+  const app = new OpenAPIHono<Env>();
+  const security = [{ bearer: [] }];
+  const json = (description: string) => ({ description, content: { 'application/json': { schema: VersionSchema } } });
+
+  app.openapi(
+    createRoute({ method: 'get', path: '/{id}/versions', tags: ['vDisks'], summary: 'List the versions of a vDisk, oldest first', security, request: { params: VdiskParams }, responses: { 200: { description: 'Versions', content: { 'application/json': { schema: pageOf(VersionSchema) } } }, ...errorResponses(400, 401, 404) } }),
+    async (c) => {
+      authorize(c.get('principal'), 'read', 'version', null);
+      const { id } = c.req.valid('param');
+      await load('vdisk', id, repo);
+      return c.json({ items: await versionsOf(repo, id), nextCursor: null }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/{id}/versions',
+      tags: ['vDisks'],
+      summary: 'Create a new maintenance version on top of the newest',
+      security,
+      request: { params: VdiskParams, body: { required: false, content: { 'application/json': { schema: VersionInputSchema } } } },
+      responses: { 201: json('Created'), ...errorResponses(400, 401, 403, 404, 409) },
+    }),
+    async (c) => {
+      const p = c.get('principal');
+      authorize(p, 'create', 'version', null);
+      const { id } = c.req.valid('param');
+      const input = VersionInputSchema.parse((c.req.valid('json' as never) as unknown) ?? {});
+      const farm = await repo.farm();
+      for (let attempt = 0; ; attempt++) {
+        await load('vdisk', id, repo);
+        const versions = await versionsOf(repo, id);
+        const live = versions.filter((v) => v.state !== 'merged');
+        const newest = versions.at(-1);
+        if (newest?.state === 'maintenance') throw new FarmError('in_use', `version ${newest.number} is in maintenance: promote or delete it before starting another`);
+        if (live.length >= farm.settings.maxVersions)
+          throw new FarmError('in_use', `vDisk ${id} has ${live.length} versions, the farm maximum (maxVersions ${farm.settings.maxVersions}): merge versions first`);
+        const number = newest ? newest.number + 1 : 0;
+        try {
+          const { object, revision } = await repo.create(
+            'version',
+            { id: versionId(id, number), vdiskId: id, number, parent: newest?.number ?? null, state: 'maintenance', description: input.description, manifest: null, promotedAt: null },
+            p,
+          );
+          return respond(c, object, revision, 201, `/v1/vdisks/${id}/versions/${number}`);
+        } catch (e) {
+          // Another version was created at the same moment: take the next number.
+          if (!(e instanceof FarmError && e.code === 'already_exists') || attempt >= 3) throw e;
+        }
+      }
+    },
+  );
+
+  app.openapi(
+    createRoute({ method: 'get', path: '/{id}/versions/{number}', tags: ['vDisks'], summary: 'Get a version', security, request: { params: VersionParams }, responses: { 200: json('The version'), ...errorResponses(400, 401, 404) } }),
+    async (c) => {
+      authorize(c.get('principal'), 'read', 'version', null);
+      const { id, number } = c.req.valid('param');
+      const v = await load('version', versionId(id, number), repo);
+      c.header('ETag', etag(v.version));
+      return c.json(v as never, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'patch',
+      path: '/{id}/versions/{number}',
+      tags: ['vDisks'],
+      summary: 'Update a version: description, or state (promote / revert)',
+      security,
+      request: { params: VersionParams, body: { required: true, content: { 'application/json': { schema: VersionUpdateSchema } } } },
+      responses: { 200: json('Updated'), ...errorResponses(400, 401, 403, 404, 409, 428) },
+    }),
+    async (c) => {
+      const p = c.get('principal');
+      authorize(p, 'update', 'version', null);
+      const { id, number } = c.req.valid('param');
+      const patch = c.req.valid('json');
+      const expected = expectedVersion(c, true);
+      const { object, revision } = await repo.update(
+        'version',
+        versionId(id, number),
+        expected,
+        async (current: Obj) => {
+          const cur = current as unknown as Version;
+          const next = { ...current, ...patch } as Record<string, unknown>;
+          if (patch.state && patch.state !== cur.state) {
+            if (patch.state === 'merged') throw new FarmError('validation_failed', 'state: versions become merged only by a merge', 'state');
+            if (cur.state === 'merged') throw new FarmError('validation_failed', 'state: a merged version cannot change state', 'state');
+            const newest = (await versionsOf(repo, id)).at(-1);
+            checkVersionTransition(cur.state, patch.state, newest?.number === cur.number);
+            if (patch.state !== 'maintenance') next.promotedAt = new Date().toISOString();
+          }
+          return next;
+        },
+        p,
+      );
+      return respond(c, object, revision, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({ method: 'delete', path: '/{id}/versions/{number}', tags: ['vDisks'], summary: 'Delete the newest version', security, request: { params: VersionParams }, responses: { 204: { description: 'Deleted' }, ...errorResponses(400, 401, 403, 404, 409) } }),
+    async (c) => {
+      const p = c.get('principal');
+      authorize(p, 'delete', 'version', null);
+      const { id, number } = c.req.valid('param');
+      const newest = (await versionsOf(repo, id)).at(-1);
+      const { revision } = await repo.remove(
+        'version',
+        versionId(id, number),
+        expectedVersion(c, false),
+        () => {
+          if (newest && newest.number !== number) throw new FarmError('in_use', `version ${number} has newer versions on top of it; only the newest (${newest.number}) can be deleted`);
+        },
+        p,
+      );
+      c.header('X-Farm-Revision', String(revision));
+      return c.body(null, 204);
+    },
+  );
+  return app;
+}

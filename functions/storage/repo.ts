@@ -1,0 +1,73 @@
+/**
+ * The storage interface the API owns. One implementation (DynamoDB, tested
+ * against DynamoDB Local); the API never sees keys, indexes or transactions.
+ */
+import type { AuditRecord, FarmSettings, Principal, Token, TokenInput } from '../../model/index.js';
+import type { StoredKind } from './relations.js';
+
+export type Obj = Record<string, unknown> & { id: string; version: number; createdAt: string; updatedAt: string };
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export interface ListQuery {
+  /** Children of one parent (e.g. targets of a collection). */
+  parent?: { kind: StoredKind; id: string };
+  /** Objects of one site (targets). */
+  siteId?: string;
+  limit: number;
+  cursor?: string | undefined;
+}
+
+export interface Mutation<T = Obj> {
+  object: T;
+  /** The farm revision right after the change. */
+  revision: number;
+}
+
+/** Expected version for an update/delete: a number from If-Match, or null when the caller accepts any. */
+export type Expected = number | null;
+
+export interface FarmView {
+  settings: FarmSettings;
+  version: number;
+  updatedAt: string | null;
+  revision: number;
+}
+
+export interface AuditQuery {
+  objectType?: string;
+  objectId?: string;
+  /** Only records of this site (for site-scoped tokens). */
+  siteId?: string;
+  /** Actor name or token id. */
+  actor?: string;
+  from?: string;
+  to?: string;
+  limit: number;
+  cursor?: string | undefined;
+}
+
+export interface FarmRepo {
+  get(kind: StoredKind, id: string): Promise<Obj | null>;
+  list(kind: StoredKind, q: ListQuery): Promise<Page<Obj>>;
+  /** `input` holds the object's fields and its id; system fields are added. */
+  create(kind: StoredKind, input: Record<string, unknown> & { id: string }, actor: Principal): Promise<Mutation>;
+  /** `change` computes the new fields from the current object; it may throw FarmError to refuse. */
+  update(kind: StoredKind, id: string, expected: Expected, change: (current: Obj) => Record<string, unknown> | Promise<Record<string, unknown>>, actor: Principal): Promise<Mutation>;
+  remove(kind: StoredKind, id: string, expected: Expected, check: (current: Obj) => void, actor: Principal): Promise<Mutation>;
+
+  farm(): Promise<FarmView>;
+  updateFarm(expected: Expected, change: (current: FarmSettings) => FarmSettings, actor: Principal): Promise<Mutation<FarmView>>;
+  revision(): Promise<number>;
+
+  createToken(input: TokenInput, actor: Principal): Promise<{ token: Token; secret: string }>;
+  /** The principal of a bearer token, or null when unknown, revoked, expired or malformed. */
+  authenticate(bearer: string, now: Date): Promise<Principal | null>;
+  listTokens(limit: number, cursor?: string): Promise<Page<Token>>;
+  revokeToken(id: string, actor: Principal): Promise<void>;
+
+  audit(q: AuditQuery): Promise<Page<AuditRecord>>;
+}
