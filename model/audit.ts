@@ -29,9 +29,13 @@ export type AuditRecord = z.infer<typeof AuditRecordSchema>;
  */
 export function diffObjects(oldObj: unknown, newObj: unknown, prefix = ''): AuditChange[] {
   const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-  if (isObj(oldObj) && isObj(newObj)) {
-    const keys = [...new Set([...Object.keys(oldObj), ...Object.keys(newObj)])].sort();
-    return keys.flatMap((k) => diffObjects(oldObj[k], newObj[k], prefix ? `${prefix}.${k}` : k));
+  // A property that appears or disappears with an object value is recorded leaf by leaf.
+  if ((isObj(oldObj) || oldObj === undefined) && (isObj(newObj) || newObj === undefined) && (isObj(oldObj) || isObj(newObj))) {
+    oldObj ??= {};
+    newObj ??= {};
+    const [o, n] = [oldObj as Record<string, unknown>, newObj as Record<string, unknown>];
+    const keys = [...new Set([...Object.keys(o), ...Object.keys(n)])].sort();
+    return keys.flatMap((k) => diffObjects(o[k], n[k], prefix ? `${prefix}.${k}` : k));
   }
   if (JSON.stringify(oldObj) === JSON.stringify(newObj)) return [];
   return [{ property: prefix, old: oldObj ?? null, new: newObj ?? null }];

@@ -83,11 +83,12 @@ export function resourceRoutes(spec: ResourceSpec, repo: FarmRepo): OpenAPIHono<
         scope = r.query;
       } else if (p.siteId && spec.kind === 'site') {
         const site = await repo.get('site', p.siteId);
-        return c.json({ items: site ? [site] : [], nextCursor: null });
+        return c.json({ items: site ? [present(spec, site)] : [], nextCursor: null });
       } else if (p.siteId && spec.siteScope) {
         scope = spec.siteScope(p.siteId);
       }
-      return c.json(await repo.list(spec.kind, { ...scope, limit: q.limit, cursor: q.cursor }));
+      const page = await repo.list(spec.kind, { ...scope, limit: q.limit, cursor: q.cursor });
+      return c.json({ items: page.items.map((o) => present(spec, o)), nextCursor: page.nextCursor });
     },
   );
 
@@ -106,7 +107,7 @@ export function resourceRoutes(spec: ResourceSpec, repo: FarmRepo): OpenAPIHono<
       const fields = await finish(spec, { ...spec.readOnly, ...(c.req.valid('json' as never) as Fields) }, repo);
       authorize(p, 'create', spec.kind, siteOf(spec.kind, fields));
       const { object, revision } = await repo.create(spec.kind, { ...fields, id: spec.newId(fields) }, p);
-      return respond(c, object, revision, 201, `/v1${spec.path}/${encodeURIComponent(object.id)}`);
+      return respond(c, present(spec, object), revision, 201, `/v1${spec.path}/${encodeURIComponent(object.id)}`);
     },
   );
 
@@ -117,7 +118,7 @@ export function resourceRoutes(spec: ResourceSpec, repo: FarmRepo): OpenAPIHono<
       const object = await load(spec.kind, id, repo);
       authorize(c.get('principal'), 'read', spec.kind, siteOf(spec.kind, object));
       c.header('ETag', etag(object.version));
-      return c.json(object, 200);
+      return c.json(present(spec, object), 200);
     },
   );
 
@@ -161,7 +162,7 @@ export function resourceRoutes(spec: ResourceSpec, repo: FarmRepo): OpenAPIHono<
         },
         p,
       );
-      return respond(c, object, revision, 200);
+      return respond(c, present(spec, object), revision, 200);
     },
   );
 
@@ -206,6 +207,12 @@ export function respond<S extends 200 | 201>(c: Context, object: { version: numb
   if (location) c.header('Location', location);
   // Typed loosely: the stored object is the schema the route declares.
   return c.json(object as Record<string, unknown>, status) as never;
+}
+
+/** The object with its fields in schema order, id first (DynamoDB maps keep no order). */
+function present(spec: ResourceSpec, o: Obj): Obj {
+  const keys = ['id', ...Object.keys(spec.schema.shape).filter((k) => k !== 'id')];
+  return Object.fromEntries([...keys.filter((k) => k in o).map((k) => [k, o[k]]), ...Object.entries(o).filter(([k]) => !keys.includes(k))]) as Obj;
 }
 
 function pick(o: Record<string, unknown>, keys: string[]): Fields {

@@ -1,0 +1,360 @@
+/**
+ * `bootfarm`: one CLI for the whole farm. Only this file reads flags and
+ * the environment; commands talk to the API with a token like any client.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { normalizeMac } from '../model/mac.js';
+import { ApiClient, ApiError } from './client.js';
+import { configPath, readConfig, resolveConnection, writeConfig } from './config.js';
+import { UsageError, parseAssignments, parseSize, show, table, type Column } from './output.js';
+
+type Row = Record<string, any>;
+type Out = { log: (s: string) => void; err: (s: string) => void };
+
+const ID = /^[a-z]{2,4}_[a-z2-7]{16}$/;
+
+interface KindCli {
+  name: string;
+  path: string;
+  plural: string;
+  columns: Column<Row>[];
+  /** Positional arguments and options of `create`, and how they make the request body. */
+  create: { args: string[]; options: [flags: string, description: string][]; body(args: string[], opts: Row, c: ApiClient): Promise<Row> };
+  /** List filters: option flag -> [query parameter, kind the value names]. */
+  filters?: Record<string, [param: string, kind: string]>;
+}
+
+const KINDS: Record<string, KindCli> = {
+  site: {
+    name: 'site',
+    path: '/sites',
+    plural: 'sites',
+    columns: [['id', (r) => r.id], ['name', (r) => r.name], ['proxydhcp', (r) => (r.proxyDhcp.enabled ? 'on' : 'off')], ['bootstrap', (r) => r.bootstrap.servers.map((s: Row) => `${s.address}:${s.port}`)], ['description', (r) => r.description]],
+    create: { args: ['name'], options: [], body: async ([name]) => ({ name }) },
+  },
+  appliance: {
+    name: 'appliance',
+    path: '/appliances',
+    plural: 'appliances',
+    columns: [['id', (r) => r.id], ['name', (r) => r.name], ['site', (r) => r.siteId], ['address', (r) => r.managementAddress], ['power', (r) => r.powerRating], ['max', (r) => r.maxTargets], ['heartbeat', (r) => r.lastHeartbeat]],
+    create: {
+      args: ['name'],
+      options: [['--site <site>', 'site (name or id)'], ['--address <host>', 'management address']],
+      body: async ([name], o, c) => ({ name, siteId: await resolve(c, 'site', need(o.site, '--site')), managementAddress: need(o.address, '--address') }),
+    },
+    filters: { site: ['siteId', 'site'] },
+  },
+  store: {
+    name: 'store',
+    path: '/stores',
+    plural: 'stores',
+    columns: [['id', (r) => r.id], ['name', (r) => r.name], ['s3 prefix', (r) => r.s3Prefix], ['description', (r) => r.description]],
+    create: { args: ['name'], options: [['--prefix <s3prefix>', 'S3 prefix (default stores/<name>/)']], body: async ([name], o) => ({ name, ...(o.prefix ? { s3Prefix: o.prefix } : {}) }) },
+  },
+  vdisk: {
+    name: 'vdisk',
+    path: '/vdisks',
+    plural: 'vdisks',
+    columns: [['id', (r) => r.id], ['name', (r) => r.name], ['store', (r) => r.storeId], ['size', (r) => humanSize(r.sizeBytes)], ['mode', (r) => r.accessMode], ['write cache', (r) => r.writeCacheType]],
+    create: {
+      args: ['name'],
+      options: [['--store <store>', 'store (name or id)'], ['--size <size>', 'size, e.g. 64G']],
+      body: async ([name], o, c) => ({ name, storeId: await resolve(c, 'store', need(o.store, '--store')), sizeBytes: parseSize(need(o.size, '--size')) }),
+    },
+    filters: { store: ['storeId', 'store'] },
+  },
+  collection: {
+    name: 'collection',
+    path: '/collections',
+    plural: 'collections',
+    columns: [['id', (r) => r.id], ['name', (r) => r.name], ['site', (r) => r.siteId], ['template', (r) => r.templateTargetMac], ['auto-add', (r) => `${r.autoAdd.prefix}${'#'.repeat(r.autoAdd.numberLength)}${r.autoAdd.suffix}`]],
+    create: { args: ['name'], options: [['--site <site>', 'site (name or id)']], body: async ([name], o, c) => ({ name, siteId: await resolve(c, 'site', need(o.site, '--site')) }) },
+    filters: { site: ['siteId', 'site'] },
+  },
+  target: {
+    name: 'target',
+    path: '/targets',
+    plural: 'targets',
+    columns: [['mac', (r) => r.mac], ['name', (r) => r.name], ['collection', (r) => r.collectionId], ['type', (r) => r.type], ['boot', (r) => r.bootFrom], ['vdisks', (r) => r.assignments.map((a: Row) => a.vdiskId)], ['disabled', (r) => (r.disabled ? 'yes' : '')]],
+    create: {
+      args: ['mac'],
+      options: [['--name <name>', 'computer name (<= 15 characters)'], ['--collection <collection>', 'collection (name or id)'], ['--vdisk <vdisk>', 'vDisk to assign (name or id)']],
+      body: async ([mac], o, c) => ({
+        mac,
+        name: need(o.name, '--name'),
+        collectionId: await resolve(c, 'collection', need(o.collection, '--collection')),
+        ...(o.vdisk ? { assignments: [{ vdiskId: await resolve(c, 'vdisk', o.vdisk) }] } : {}),
+      }),
+    },
+    filters: { collection: ['collectionId', 'collection'], site: ['siteId', 'site'] },
+  },
+};
+
+function need(v: unknown, flag: string): string {
+  if (typeof v !== 'string' || !v) throw new UsageError(`${flag} is required`);
+  return v;
+}
+
+function humanSize(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1 && n % 1024 === 0) {
+    n /= 1024;
+    i++;
+  }
+  return `${n} ${units[i]}`;
+}
+
+/** Turns a name or id (a MAC for targets) into the id the API uses. */
+async function resolve(c: ApiClient, kind: string, ref: string): Promise<string> {
+  if (kind === 'target') {
+    const mac = normalizeMac(ref);
+    if (mac) return mac;
+  } else if (ID.test(ref)) return ref;
+  const spec = KINDS[kind]!;
+  const matches = (await c.all<Row>(`/v1${spec.path}`)).filter((r) => String(r.name).toLowerCase() === ref.toLowerCase());
+  if (matches.length === 0) throw new UsageError(`no ${kind} named "${ref}"`);
+  if (matches.length > 1) throw new UsageError(`${matches.length} ${spec.plural} are named "${ref}": use an id (${matches.map((m) => m.id).join(', ')})`);
+  return matches[0]!.id;
+}
+
+export async function main(argv: string[], out: Out = { log: (s) => console.log(s), err: (s) => console.error(s) }): Promise<number> {
+  const program = new Command('bootfarm')
+    .description('bootfarm: stream operating systems to diskless machines (a serverless successor to Citrix PVS)')
+    .option('--api <url>', 'control-plane API URL (env BOOTFARM_API)')
+    .option('--token <token>', 'API token (env BOOTFARM_TOKEN)')
+    .option('--json', 'machine-readable JSON output')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => out.log(s.trimEnd()), writeErr: (s) => out.err(s.trimEnd()) })
+    .showHelpAfterError();
+
+  const g = () => program.opts<{ api?: string; token?: string; json?: boolean }>();
+  const client = async () => {
+    const conn = await resolveConnection(g());
+    return new ApiClient(conn.api, conn.token);
+  };
+  const print = (value: unknown, human: () => string) => out.log(g().json ? JSON.stringify(value, null, 2) : human());
+
+  program
+    .command('dev')
+    .description('run a whole local farm: DynamoDB Local, S3 (s3rver) and the API on loopback')
+    .option('--port <port>', 'API port (0 = any free port)', '7070')
+    .option('--host <host>', 'API address', '127.0.0.1')
+    .option('--data-dir <dir>', 'where the local farm keeps its data (env BOOTFARM_DATA_DIR)')
+    .option('--no-seed', 'do not create the demo site, store and collection')
+    .option('--no-configure-cli', 'do not point the CLI config at this farm')
+    .action(async (o) => {
+      const { runDev } = await import('../functions/local/dev.js');
+      await runDev({
+        port: Number(o.port),
+        host: o.host,
+        dataDir: o.dataDir ?? process.env.BOOTFARM_DATA_DIR ?? '.bootfarm',
+        seed: o.seed,
+        log: out.log,
+        onReady: async ({ api, token }) => {
+          if (!o.configureCli) return;
+          const path = configPath();
+          const current = await readConfig(path).catch(() => ({ api: undefined }));
+          if (current.api && !isLoopback(current.api)) return out.log(`CLI: left ${path} alone (it points at ${current.api})`);
+          await writeConfig(path, { api, token });
+          out.log(`CLI: ${path} now points at this farm; try \`npx bootfarm site list\``);
+        },
+      });
+    });
+
+  program
+    .command('login')
+    .description('save the API URL and token in the CLI config file')
+    .requiredOption('--api <url>', 'control-plane API URL')
+    .requiredOption('--token <token>', 'API token')
+    .action(async (o) => {
+      const c = new ApiClient(o.api.replace(/\/+$/, ''), o.token);
+      const farm = (await c.get('/v1/farm')).body;
+      await writeConfig(configPath(), { api: o.api, token: o.token });
+      out.log(`logged in to farm "${farm.name}" (revision ${farm.revision}); saved ${configPath()}`);
+    });
+
+  const farm = program.command('farm').description('farm settings (PVS: Farm Properties)');
+  farm.command('show').action(async () => {
+    const r = (await (await client()).get('/v1/farm')).body;
+    print(r, () => show(r));
+  });
+  farm
+    .command('update')
+    .option('--set <path=value>', 'a setting, e.g. maxVersions=8 or autoAdd.enabled=true (repeatable)', collect, [])
+    .action(async (o) => {
+      const c = await client();
+      const cur = await c.get('/v1/farm');
+      const r = (await c.request('PATCH', '/v1/farm', parseAssignments(o.set), { 'if-match': cur.etag ?? '*' })).body;
+      print(r, () => show(r));
+    });
+
+  for (const spec of Object.values(KINDS)) addKind(program, spec, client, print, out);
+
+  const version = program.commands.find((c) => c.name() === 'vdisk')!.command('version').description('vDisk versions: list, create, promote, revert, delete');
+  version.command('list <vdisk>').action(async (vdisk) => {
+    const c = await client();
+    const id = await resolve(c, 'vdisk', vdisk);
+    const r = (await c.get(`/v1/vdisks/${id}/versions`)).body;
+    print(r.items, () => table(r.items as Row[], [['version', (v) => v.number], ['parent', (v) => v.parent], ['state', (v) => v.state], ['created', (v) => v.createdAt], ['promoted', (v) => v.promotedAt], ['description', (v) => v.description]]));
+  });
+  version
+    .command('create <vdisk>')
+    .option('--description <text>', 'what changes in this version')
+    .action(async (vdisk, o) => {
+      const c = await client();
+      const id = await resolve(c, 'vdisk', vdisk);
+      const r = (await c.request('POST', `/v1/vdisks/${id}/versions`, o.description ? { description: o.description } : {})).body;
+      print(r, () => `created version ${r.number} of ${id} (maintenance)`);
+    });
+  for (const [verb, help] of [['promote', 'maintenance -> test -> production'], ['revert', 'production -> test -> maintenance']] as const) {
+    version
+      .command(`${verb} <vdisk> <number>`)
+      .description(help)
+      .option('--to <state>', verb === 'promote' ? 'test or production (default: the next state)' : 'test or maintenance (default: the previous state)')
+      .action(async (vdisk, number, o) => {
+        const c = await client();
+        const id = await resolve(c, 'vdisk', vdisk);
+        const cur = await c.get(`/v1/vdisks/${id}/versions/${number}`);
+        const order = ['maintenance', 'test', 'production'];
+        const at = order.indexOf(cur.body.state);
+        const to = o.to ?? order[verb === 'promote' ? at + 1 : at - 1];
+        if (!to || at < 0) throw new UsageError(`version ${number} is ${cur.body.state}: nothing to ${verb} to`);
+        const r = (await c.request('PATCH', `/v1/vdisks/${id}/versions/${number}`, { state: to }, { 'if-match': cur.etag ?? '*' })).body;
+        print(r, () => `version ${r.number} of ${id}: ${cur.body.state} -> ${r.state}`);
+      });
+  }
+  version.command('delete <vdisk> <number>').action(async (vdisk, number) => {
+    const c = await client();
+    const id = await resolve(c, 'vdisk', vdisk);
+    await c.request('DELETE', `/v1/vdisks/${id}/versions/${number}`);
+    print({ deleted: `${id}.${number}` }, () => `deleted version ${number} of ${id}`);
+  });
+
+  const token = program.command('token').description('API tokens (farm admins)');
+  token
+    .command('create')
+    .addOption(new Option('--role <role>', 'role').choices(['farm-admin', 'site-admin', 'device-operator', 'read-only']).makeOptionMandatory())
+    .option('--site <site>', 'limit the token to one site (required for site-admin)')
+    .option('--name <name>', 'who or what uses the token')
+    .option('--expires <time>', 'ISO 8601 expiry time')
+    .action(async (o) => {
+      const c = await client();
+      const body = { role: o.role, name: o.name ?? `${o.role}-${new Date().toISOString().slice(0, 10)}`, siteId: o.site ? await resolve(c, 'site', o.site) : null, expiresAt: o.expires ?? null };
+      const r = (await c.request('POST', '/v1/tokens', body)).body;
+      print(r, () => `${r.token}\n(token ${r.id}, role ${r.role}${r.siteId ? `, site ${r.siteId}` : ''}: shown once, store it now)`);
+    });
+  token.command('list').action(async () => {
+    const rows = await (await client()).all('/v1/tokens');
+    print(rows, () => table(rows, [['id', (t) => t.id], ['name', (t) => t.name], ['role', (t) => t.role], ['site', (t) => t.siteId], ['expires', (t) => t.expiresAt], ['created', (t) => t.createdAt]]));
+  });
+  token.command('revoke <id>').action(async (id) => {
+    await (await client()).request('DELETE', `/v1/tokens/${encodeURIComponent(id)}`);
+    print({ revoked: id }, () => `revoked token ${id}`);
+  });
+
+  program
+    .command('audit')
+    .description('the audit trail, newest first')
+    .option('--type <kind>', 'object type, e.g. target')
+    .option('--object <id>', 'object id (with --type)')
+    .option('--actor <name>', 'token name or id')
+    .option('--from <time>', 'ISO 8601')
+    .option('--to <time>', 'ISO 8601')
+    .option('--limit <n>', 'records', '50')
+    .action(async (o) => {
+      const q = new URLSearchParams({ limit: o.limit });
+      for (const [k, v] of [['objectType', o.type], ['objectId', o.object], ['actor', o.actor], ['from', o.from], ['to', o.to]]) if (v) q.set(k!, v);
+      const r = (await (await client()).get(`/v1/audit?${q}`)).body;
+      print(r.items, () =>
+        table(r.items as Row[], [['time', (a) => a.at], ['who', (a) => a.actor.name], ['action', (a) => a.action], ['object', (a) => `${a.objectType} ${a.objectId}`], ['changes', (a) => a.changes.map((ch: Row) => `${ch.property}: ${JSON.stringify(ch.old)} -> ${JSON.stringify(ch.new)}`).join('; ')]]),
+      );
+    });
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    if (e instanceof UsageError) {
+      out.err(`bootfarm: ${e.message}`);
+      return 2;
+    }
+    if (e instanceof ApiError) {
+      out.err(`bootfarm: ${e.message}${e.status ? ` (HTTP ${e.status} ${e.code})` : ''}`);
+      return 1;
+    }
+    out.err(`bootfarm: ${(e as Error).message}`);
+    return 1;
+  }
+}
+
+function isLoopback(url: string): boolean {
+  try {
+    const h = new URL(url).hostname;
+    return h === 'localhost' || h.startsWith('127.') || h === '[::1]';
+  } catch {
+    return false;
+  }
+}
+
+function collect(v: string, prev: string[]) {
+  return [...prev, v];
+}
+
+function addKind(program: Command, spec: KindCli, client: () => Promise<ApiClient>, print: (v: unknown, human: () => string) => void, out: Out) {
+  const cmd = program.command(spec.name).description(`${spec.plural}: list, show, create, update, delete`);
+  const ref = spec.name === 'target' ? '<mac-or-name>' : `<${spec.name}>`;
+  const list = cmd.command('list').description(`list ${spec.plural}`);
+  for (const flag of Object.keys(spec.filters ?? {})) list.option(`--${flag} <${flag}>`, `only ${spec.plural} of this ${flag} (name or id)`);
+  list.action(async (o) => {
+    const c = await client();
+    const q = new URLSearchParams();
+    for (const [flag, [param, kind]] of Object.entries(spec.filters ?? {})) if (o[flag]) q.set(param, await resolve(c, kind, o[flag]));
+    const rows = await c.all<Row>(`/v1${spec.path}${q.size ? `?${q}` : ''}`);
+    rows.sort((a, b) => String(a.name).localeCompare(String(b.name)));
+    print(rows, () => (rows.length ? table(rows, spec.columns) : `no ${spec.plural}`));
+  });
+
+  cmd.command(`show ${ref}`).action(async (r) => {
+    const c = await client();
+    const o = (await c.get(`/v1${spec.path}/${encodeURIComponent(await resolve(c, spec.name, r))}`)).body;
+    print(o, () => show(o));
+  });
+
+  const create = cmd.command(`create ${spec.create.args.map((a) => `<${a}>`).join(' ')}`).description(`create a ${spec.name}`);
+  for (const [flags, help] of spec.create.options) create.option(flags, help);
+  create
+    .option('--set <path=value>', 'any other field, e.g. description="Lab PCs" (repeatable)', collect, [])
+    .option('--file <json>', 'the whole request body from a JSON file')
+    .action(async (...a: unknown[]) => {
+      const args = a.slice(0, spec.create.args.length) as string[];
+      const o = a[spec.create.args.length] as Row;
+      const c = await client();
+      const fromFile = o.file ? JSON.parse(await (await import('node:fs/promises')).readFile(o.file, 'utf8')) : {};
+      const body = { ...fromFile, ...(await spec.create.body(args, o, c)), ...parseAssignments(o.set) };
+      const r = (await c.request('POST', `/v1${spec.path}`, body)).body;
+      print(r, () => `created ${spec.name} ${r.name ?? ''} (${r.id})`.replace('  ', ' '));
+    });
+
+  cmd
+    .command(`update ${ref}`)
+    .description(`change fields of a ${spec.name}`)
+    .option('--set <path=value>', 'field to change, e.g. bootstrap.verbose=true (repeatable)', collect, [])
+    .action(async (r, o) => {
+      if (!o.set.length) throw new UsageError('nothing to change: give --set path=value');
+      const c = await client();
+      const path = `/v1${spec.path}/${encodeURIComponent(await resolve(c, spec.name, r))}`;
+      const cur = await c.get(path);
+      const res = (await c.request('PATCH', path, parseAssignments(o.set), { 'if-match': cur.etag ?? '*' })).body;
+      print(res, () => show(res));
+    });
+
+  cmd.command(`delete ${ref}`).action(async (r) => {
+    const c = await client();
+    const id = await resolve(c, spec.name, r);
+    await c.request('DELETE', `/v1${spec.path}/${encodeURIComponent(id)}`);
+    print({ deleted: id }, () => `deleted ${spec.name} ${id}`);
+  });
+  void out;
+}

@@ -1,0 +1,87 @@
+/**
+ * `bootfarm dev`: a whole farm on one machine. DynamoDB Local and s3rver keep
+ * their data under the data dir, the API listens on loopback, and a demo farm
+ * is seeded on first start. Ctrl-C stops everything; the next start finds the
+ * same farm and the same admin token.
+ */
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { serve } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
+import { createApp } from '../app.js';
+import type { Principal } from '../../model/index.js';
+import { dynamoRepo } from '../storage/clients.js';
+import type { FarmRepo } from '../storage/repo.js';
+import { dynamoClientConfig, ensureTableAndBucket, startLocalAws } from './local-aws.js';
+import { seedDemoFarm } from './seed.js';
+
+export interface DevOptions {
+  port: number;
+  host: string;
+  dataDir: string;
+  seed: boolean;
+  /** Called once the API listens (the CLI points its config at the farm here). */
+  onReady?: (farm: { api: string; token: string }) => Promise<void>;
+  log: (line: string) => void;
+  /** Resolves when the farm should stop (default: SIGINT or SIGTERM). */
+  until?: Promise<void>;
+}
+
+export const DEV_PRINCIPAL: Principal = { tokenId: 'local', name: 'bootfarm dev', role: 'farm-admin', siteId: null };
+
+export async function runDev(o: DevOptions): Promise<void> {
+  if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) throw new Error(`--port ${o.port}: must be 0-65535`);
+  const dataDir = resolve(o.dataDir);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const aws = await startLocalAws({ dataDir, log: (l) => o.log(`[local-aws] ${l}`) });
+  let server: ReturnType<typeof serve> | undefined;
+  try {
+    await ensureTableAndBucket(aws);
+    const repo = dynamoRepo(dynamoClientConfig(aws), aws.tableName);
+    const seeded = o.seed ? await seedDemoFarm(repo, DEV_PRINCIPAL) : false;
+    const token = await adminToken(repo, dataDir);
+    const app = createApp({ repo, log: (l) => o.log(`[api] ${l}`) });
+    const address = await new Promise<AddressInfo>((ok, fail) => {
+      server = serve({ fetch: app.fetch, port: o.port, hostname: o.host }, (info) => ok(info));
+      server.once('error', (e: NodeJS.ErrnoException) =>
+        fail(e.code === 'EADDRINUSE' ? new Error(`port ${o.port} on ${o.host} is in use: pass --port <free port> (or 0 for any)`) : e),
+      );
+    });
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    const api = `http://${host}:${address.port}`;
+    o.log(`API: ${api}`);
+    o.log(`Admin token: ${token}`);
+    o.log(`Data: ${dataDir}${seeded ? ' (new farm: seeded a demo site, store and collection)' : ''}`);
+    o.log(`OpenAPI: ${api}/v1/openapi.json`);
+    await o.onReady?.({ api, token });
+    o.log('Ctrl-C stops the farm.');
+    await (o.until ?? untilSignal());
+    o.log('stopping');
+  } finally {
+    if (server) await new Promise<void>((ok) => server!.close(() => ok()));
+    await aws.stop();
+  }
+}
+
+function untilSignal(): Promise<void> {
+  return new Promise((ok) => {
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      ok();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
+
+/** The local farm's admin token: kept (0600) in the data dir and reused while it is valid. */
+async function adminToken(repo: FarmRepo, dataDir: string): Promise<string> {
+  const file = resolve(dataDir, 'admin-token');
+  const saved = await readFile(file, 'utf8').then((s) => s.trim(), () => '');
+  if (saved && (await repo.authenticate(saved, new Date()))) return saved;
+  const { secret } = await repo.createToken({ name: 'local-admin', role: 'farm-admin', siteId: null, expiresAt: null }, DEV_PRINCIPAL);
+  await writeFile(file, `${secret}\n`, { mode: 0o600 });
+  await chmod(file, 0o600);
+  return secret;
+}
