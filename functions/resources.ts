@@ -44,10 +44,10 @@ export const siteResource: ResourceSpec = {
   input: SiteInputSchema,
   newId: idFor('site'),
   complete: async (f, repo) => {
-    // The default collection must belong to this site.
+    // The default collection must belong to this site (a site being created has no collections yet).
     if (f.defaultCollectionId) {
       const col = await repo.get('collection', f.defaultCollectionId as string);
-      if (col && f.id !== undefined && col.siteId !== f.id)
+      if (col && col.siteId !== f.id)
         throw new FarmError('validation_failed', `defaultCollectionId: collection ${col.id} belongs to another site`, 'defaultCollectionId');
     }
     return f;

@@ -35,7 +35,7 @@ export interface ResourceSpec {
   immutable?: string[];
   /** Fields the control plane or the appliance owns (kept as they are by updates); initial values. */
   readOnly?: Fields;
-  /** Derived fields and defaults that depend on other fields or objects; may throw FarmError. */
+  /** Derived fields and defaults that depend on other fields or objects; may throw FarmError. `fields.id` is set on update, absent on create. */
   complete?(fields: Fields, repo: FarmRepo): Promise<Fields> | Fields;
   /** Rules across fields. */
   check?(fields: Fields): void;
@@ -153,7 +153,7 @@ export function resourceRoutes(spec: ResourceSpec, repo: FarmRepo): OpenAPIHono<
           const parsed = spec.input.safeParse(mergePatch(ownFields, patch));
           if (!parsed.success) throw validationError(parsed.error);
           const kept = pick(current, [...Object.keys(spec.readOnly ?? {})]);
-          const next = await finish(spec, { ...kept, ...(parsed.data as Fields) }, repo);
+          const next = await finish(spec, { ...kept, ...(parsed.data as Fields), id }, repo);
           const changed = Object.keys(next).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(current[k]));
           authorize(p, 'update', spec.kind, siteOf(spec.kind, current), changed);
           const newSite = siteOf(spec.kind, { ...next, id });
