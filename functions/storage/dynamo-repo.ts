@@ -234,17 +234,17 @@ export class DynamoFarmRepo implements FarmRepo {
 
       const children = rel.cascade ? await this.allChildren(rel.cascade, kind, id) : [];
       const names: Record<string, string> = { '#version': 'version' };
-      const values: Record<string, unknown> = { ':cur': current.version, ':zero': 0 };
+      const values: Record<string, unknown> = { ':cur': current.version };
       const conds = ['#version = :cur'];
-      for (const k of blockers) {
-        names[`#${k}`] = refAttr(k);
-        conds.push(`(attribute_not_exists(#${k}) OR #${k} = :zero)`);
-      }
-      if (rel.cascade) {
-        names['#c'] = refAttr(rel.cascade);
-        values[':n'] = children.length;
-        conds.push(children.length ? '#c = :n' : '(attribute_not_exists(#c) OR #c = :zero)');
-      }
+      // DynamoDB refuses unused expression values, so each count registers the ones it uses.
+      const counted = (by: StoredKind, n: number) => {
+        const name = `#${refAttr(by)}`;
+        names[name] = refAttr(by);
+        values[`:n${n}`] = n;
+        return n === 0 ? `(attribute_not_exists(${name}) OR ${name} = :n0)` : `${name} = :n${n}`;
+      };
+      for (const k of blockers) conds.push(counted(k, 0));
+      if (rel.cascade) conds.push(counted(rel.cascade, children.length));
       const tx: TxItem[] = [
         { Delete: { TableName: this.table, Key: this.key(kind, id), ConditionExpression: conds.join(' AND '), ExpressionAttributeNames: names, ExpressionAttributeValues: values } },
       ];
