@@ -33,7 +33,10 @@ export async function runDev(o: DevOptions): Promise<void> {
   if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) throw new Error(`--port ${o.port}: must be 0-65535`);
   const dataDir = resolve(o.dataDir);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const aws = await startLocalAws({ dataDir, log: (l) => o.log(`[local-aws] ${l}`) });
+  // The API line must be the first URL printed: local-aws lines wait until it is out.
+  let held: string[] | null = [];
+  const awsLog = (l: string) => (held ? held.push(`[local-aws] ${l}`) : o.log(`[local-aws] ${l}`));
+  const aws = await startLocalAws({ dataDir, log: awsLog });
   let server: ReturnType<typeof serve> | undefined;
   try {
     await ensureTableAndBucket(aws);
@@ -53,6 +56,8 @@ export async function runDev(o: DevOptions): Promise<void> {
     o.log(`Admin token: ${token}`);
     o.log(`Data: ${dataDir}${seeded ? ' (new farm: seeded a demo site, store and collection)' : ''}`);
     o.log(`OpenAPI: ${api}/v1/openapi.json`);
+    held.forEach((l) => o.log(l));
+    held = null;
     await o.onReady?.({ api, token });
     o.log('Ctrl-C stops the farm.');
     await (o.until ?? untilSignal());

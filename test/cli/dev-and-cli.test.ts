@@ -1,0 +1,180 @@
+/**
+ * `npm start` as a user runs it: the real `bootfarm dev` process with its
+ * DynamoDB Local and s3rver, driven by the real `bootfarm` CLI processes.
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+
+const run = promisify(execFile);
+const BIN = join(import.meta.dirname, '../../bin/bootfarm.js');
+
+interface Dev {
+  proc: ChildProcess;
+  lines: string[];
+  api: string;
+  token: string;
+}
+
+async function startDev(dataDir: string, env: NodeJS.ProcessEnv): Promise<Dev> {
+  const proc = spawn(process.execPath, [BIN, 'dev', '--port', '0', '--data-dir', dataDir], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  let buf = '';
+  proc.stdout!.on('data', (d) => {
+    buf += d;
+    const parts = buf.split('\n');
+    buf = parts.pop()!;
+    lines.push(...parts);
+  });
+  proc.stderr!.on('data', (d) => lines.push(`stderr: ${d}`));
+  const deadline = Date.now() + 60_000;
+  while (!lines.some((l) => l.startsWith('Ctrl-C'))) {
+    if (proc.exitCode !== null) throw new Error(`bootfarm dev exited ${proc.exitCode}:\n${lines.join('\n')}`);
+    if (Date.now() > deadline) throw new Error(`bootfarm dev did not come up:\n${lines.join('\n')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const api = lines.find((l) => l.startsWith('API: '))!.slice(5);
+  const token = lines.find((l) => l.startsWith('Admin token: '))!.slice(13);
+  return { proc, lines, api, token };
+}
+
+async function stopDev(dev: Dev): Promise<number | null> {
+  const exited = new Promise<number | null>((r) => dev.proc.once('exit', (code) => r(code)));
+  dev.proc.kill('SIGINT');
+  return exited;
+}
+
+describe('bootfarm dev and the CLI', () => {
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  let dev: Dev;
+  const cli = async (...args: string[]) => {
+    try {
+      const r = await run(process.execPath, [BIN, ...args], { env });
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (e) {
+      const x = e as { code: number; stdout: string; stderr: string };
+      return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+    }
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bootfarm-dev-'));
+    env = { ...process.env, BOOTFARM_CONFIG: join(dir, 'cli.json'), BOOTFARM_API: '', BOOTFARM_TOKEN: '' };
+    delete env.BOOTFARM_API;
+    delete env.BOOTFARM_TOKEN;
+    dev = await startDev(join(dir, 'data'), env);
+  }, 90_000);
+
+  afterAll(async () => {
+    if (dev?.proc.exitCode === null) await stopDev(dev);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('prints the API URL as the first URL, then an admin token, and seeds a demo farm', async () => {
+    const firstUrlLine = dev.lines.find((l) => /https?:\/\//.test(l));
+    expect(firstUrlLine).toMatch(/^API: http:\/\/127\.0\.0\.1:\d+$/);
+    expect(dev.token).toMatch(/^bft_[a-z2-7]{16}_[A-Za-z0-9_-]{43}$/);
+    const res = await fetch(`${dev.api}/v1/sites`, { headers: { authorization: `Bearer ${dev.token}` } });
+    expect(res.status).toBe(200);
+    const sites = (await res.json()) as { items: { name: string; defaultCollectionId: string }[] };
+    expect(sites.items.map((s) => s.name)).toEqual(['Default']);
+    expect(sites.items[0]!.defaultCollectionId).toMatch(/^col_/);
+    expect((await stat(join(dir, 'data', 'admin-token'))).mode & 0o777).toBe(0o600);
+  });
+
+  test('the CLI config written by dev lets the CLI work with no flags (file mode 0600)', async () => {
+    expect((await stat(join(dir, 'cli.json'))).mode & 0o777).toBe(0o600);
+    const r = await cli('site', 'list');
+    expect(r.code).toBe(0);
+    expect(r.stdout.split('\n')[0]).toMatch(/^ID\s+NAME\s+PROXYDHCP/);
+    expect(r.stdout).toContain('Default');
+  });
+
+  test('CLI creates objects by name and prints tables, or JSON with --json', async () => {
+    expect((await cli('vdisk', 'create', 'win11', '--store', 'Default', '--size', '64G')).code).toBe(0);
+    const t = await cli('target', 'create', '52-54-00-AA-00-01', '--name', 'pc-0001', '--collection', 'Default', '--vdisk', 'win11', '--set', 'personality=[{"name":"role","value":"kiosk"}]');
+    expect(t.stderr).toBe('');
+    expect(t.stdout).toContain('52:54:00:aa:00:01');
+    const list = await cli('target', 'list', '--collection', 'Default');
+    expect(list.stdout).toMatch(/52:54:00:aa:00:01\s+pc-0001/);
+    const json = JSON.parse((await cli('--json', 'target', 'show', 'pc-0001')).stdout);
+    expect(json).toMatchObject({ mac: '52:54:00:aa:00:01', name: 'pc-0001', personality: [{ name: 'role', value: 'kiosk' }] });
+    expect(json.assignments).toHaveLength(1);
+  });
+
+  test('CLI updates with If-Match from the object it read', async () => {
+    const r = await cli('--json', 'site', 'update', 'Default', '--set', 'bootstrap.pollingTimeoutMs=8000', '--set', 'proxyDhcp.enabled=true');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ bootstrap: { pollingTimeoutMs: 8000 }, proxyDhcp: { enabled: true }, version: 3 });
+  });
+
+  test('API errors are one clear line on stderr and a non-zero exit', async () => {
+    const dup = await cli('target', 'create', '52:54:00:aa:00:01', '--name', 'pc-0002', '--collection', 'Default');
+    expect(dup.code).toBe(1);
+    expect(dup.stderr.trim()).toBe('bootfarm: target 52:54:00:aa:00:01 already exists (HTTP 409 already_exists)');
+    const bad = await cli('site', 'update', 'Default', '--set', 'bootstrap.pollingTimeoutMs=70000');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim()).toBe('bootfarm: bootstrap.pollingTimeoutMs: must be between 1000 and 60000 ms (HTTP 400 validation_failed)');
+    const inUse = await cli('vdisk', 'delete', 'win11');
+    expect(inUse.code).toBe(1);
+    expect(inUse.stderr).toMatch(/still used by 1 target/);
+    const unknown = await cli('site', 'show', 'Nowhere');
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr.trim()).toBe('bootfarm: no site named "Nowhere"');
+    const noToken = await cli('--token', 'bft_aaaaaaaaaaaaaaaa_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx', 'site', 'list');
+    expect(noToken.code).toBe(1);
+    expect(noToken.stderr).toMatch(/HTTP 401/);
+  });
+
+  test('token create prints a token once that works with its role', async () => {
+    const r = await cli('token', 'create', '--role', 'read-only', '--name', 'auditor');
+    expect(r.code).toBe(0);
+    const token = r.stdout.split('\n')[0]!;
+    expect(token).toMatch(/^bft_/);
+    const ok = await cli('--token', token, 'target', 'list');
+    expect(ok.code).toBe(0);
+    const denied = await cli('--token', token, 'site', 'create', 'Branch');
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toMatch(/HTTP 403 forbidden/);
+    expect((await cli('token', 'list')).stdout).toMatch(/auditor\s+read-only/);
+  });
+
+  test('Ctrl-C stops everything; a second start finds the same farm and token', async () => {
+    const javaPid = await childJavaPids(dev.proc.pid!);
+    expect(javaPid.length).toBe(1);
+    expect(await stopDev(dev)).toBe(0);
+    for (const pid of javaPid) expect(alive(pid)).toBe(false);
+    dev = await startDev(join(dir, 'data'), env);
+    expect(dev.lines.join('\n')).not.toContain('seeded');
+    const again = await readFile(join(dir, 'data', 'admin-token'), 'utf8');
+    expect(dev.token).toBe(again.trim());
+    const res = await fetch(`${dev.api}/v1/targets/52-54-00-aa-00-01`, { headers: { authorization: `Bearer ${dev.token}` } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ name: 'pc-0001' });
+    const list = await cli('--json', 'site', 'show', 'Default');
+    expect(JSON.parse(list.stdout).bootstrap.pollingTimeoutMs).toBe(8000);
+  }, 90_000);
+});
+
+async function childJavaPids(parent: number): Promise<number[]> {
+  const { stdout } = await run('ps', ['-o', 'pid=,comm=', '--ppid', String(parent)]);
+  return stdout
+    .split('\n')
+    .filter((l) => l.includes('java'))
+    .map((l) => Number(l.trim().split(/\s+/)[0]));
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !s.split(' ')[2]!.startsWith('Z');
+  } catch {
+    return false;
+  }
+}
