@@ -34,7 +34,7 @@ export function checkCollection(c: CollectionInput): void {
   const { prefix, numberLength, suffix } = c.autoAdd;
   if (prefix.length + numberLength + suffix.length > TARGET_NAME_MAX)
     throw new FarmError('validation_failed', `autoAdd: prefix, number and suffix together must be at most ${TARGET_NAME_MAX} characters`, 'autoAdd');
-  if (!prefix && !suffix) throw new FarmError('validation_failed', 'autoAdd: a prefix or a suffix is required (a name cannot be all digits)', 'autoAdd.prefix');
+  if (!prefix && !suffix) throw new FarmError('validation_failed', 'autoAdd.prefix: a prefix or a suffix is required (a name cannot be all digits)', 'autoAdd.prefix');
 }
 
 /** The name auto-add gives the n-th target of a collection (pure; PVS semantics). */
