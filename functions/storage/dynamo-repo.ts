@@ -132,7 +132,8 @@ export class DynamoFarmRepo implements FarmRepo {
         ConditionExpression: 'attribute_not_exists(pk)',
       },
     });
-    onFail.push(() => new FarmError('already_exists', `${KIND_LABEL[kind][0]} ${obj.id} already exists`, kind === 'target' ? 'mac' : 'id'));
+    const idField = kind === 'target' ? 'mac' : 'id';
+    onFail.push(() => new FarmError('already_exists', `${idField}: ${KIND_LABEL[kind][0]} ${obj.id} already exists`, idField));
     for (const u of rel.uniques(obj)) {
       tx.push(this.putGuard(u.scope, u.value, kind, obj.id));
       onFail.push(() => new FarmError('already_exists', `${u.field}: ${u.what} already exists`, u.field));
