@@ -1,5 +1,5 @@
 import { OpenAPIHono, createRoute } from '@hono/zod-openapi';
-import { FarmSchema, FarmSettingsFields, authorize, mergePatch, patchSchemaOf } from '../../model/index.js';
+import { FarmError, FarmSchema, FarmSettingsFields, authorize, mergePatch, patchSchemaOf } from '../../model/index.js';
 import type { Env } from '../auth.js';
 import { validationError } from '../errors.js';
 import { expectedVersion, etag } from '../http.js';
@@ -42,6 +42,8 @@ export function farmRoutes(repo: FarmRepo): OpenAPIHono<Env> {
         (current) => {
           const parsed = FarmSettingsFields.safeParse(mergePatch(current, patch));
           if (!parsed.success) throw validationError(parsed.error);
+          if (parsed.data.autoAdd.enabled && !parsed.data.autoAdd.siteId)
+            throw new FarmError('validation_failed', 'autoAdd.siteId: required when auto-add is enabled (the site whose default collection new targets join)', 'autoAdd.siteId');
           return parsed.data;
         },
         p,

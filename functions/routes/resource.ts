@@ -61,8 +61,8 @@ export function resourceRoutes(spec: ResourceSpec, repo: FarmRepo): OpenAPIHono<
   const app = new OpenAPIHono<Env>();
   const [singular] = KIND_LABEL[spec.kind];
   const idName = spec.idParam?.name ?? 'id';
-  const idSchema = (spec.idParam?.schema ?? IdSchema).openapi?.({ param: { name: idName, in: 'path' }, example: spec.idParam?.example }) ?? spec.idParam?.schema ?? IdSchema;
-  const params = z.object({ [idName]: idSchema as z.ZodType<string> });
+  // Path parameters are named by their key; no zod-openapi extension needed on model schemas.
+  const params = z.object({ [idName]: spec.idParam?.schema ?? IdSchema });
   const patchSchema = patchSchemaOf(spec.input) as z.ZodObject;
   const filters = spec.filters ?? {};
   const listQuery = PageQuerySchema.extend(Object.fromEntries(Object.entries(filters).map(([k, f]) => [k, f.schema.optional().meta({ description: f.description })])));

@@ -6,8 +6,8 @@ import type { FarmRepo, Obj } from '../storage/repo.js';
 import { errorResponses, load, respond } from './resource.js';
 
 const versionId = (vdiskId: string, n: number) => `${vdiskId}.${n}`;
-const VdiskParams = z.object({ id: IdSchema.openapi({ param: { name: 'id', in: 'path' } }) });
-const VersionParams = VdiskParams.extend({ number: z.coerce.number().int().min(0).max(99999).openapi({ param: { name: 'number', in: 'path' } }) });
+const VdiskParams = z.object({ id: IdSchema });
+const VersionParams = VdiskParams.extend({ number: z.coerce.number().int().min(0).max(99999) });
 
 async function versionsOf(repo: FarmRepo, vdiskId: string): Promise<Version[]> {
   const out: Version[] = [];

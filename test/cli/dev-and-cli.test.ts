@@ -116,7 +116,7 @@ describe('bootfarm dev and the CLI', () => {
   test('API errors are one clear line on stderr and a non-zero exit', async () => {
     const dup = await cli('target', 'create', '52:54:00:aa:00:01', '--name', 'pc-0002', '--collection', 'Default');
     expect(dup.code).toBe(1);
-    expect(dup.stderr.trim()).toBe('bootfarm: target 52:54:00:aa:00:01 already exists (HTTP 409 already_exists)');
+    expect(dup.stderr.trim()).toBe('bootfarm: mac: target 52:54:00:aa:00:01 already exists (HTTP 409 already_exists)');
     const bad = await cli('site', 'update', 'Default', '--set', 'bootstrap.pollingTimeoutMs=70000');
     expect(bad.code).toBe(1);
     expect(bad.stderr.trim()).toBe('bootfarm: bootstrap.pollingTimeoutMs: must be between 1000 and 60000 ms (HTTP 400 validation_failed)');
