@@ -7,7 +7,7 @@ import { errorResponses, load, respond } from './resource.js';
 
 const versionId = (vdiskId: string, n: number) => `${vdiskId}.${n}`;
 const VdiskParams = z.object({ id: IdSchema });
-const VersionParams = VdiskParams.extend({ number: z.coerce.number().int().min(0).max(99999) });
+const VersionParams = VdiskParams.extend({ number: z.string().regex(/^\d{1,5}$/, 'must be a version number') });
 
 async function versionsOf(repo: FarmRepo, vdiskId: string): Promise<Version[]> {
   const out: Version[] = [];
@@ -84,7 +84,8 @@ export function versionRoutes(repo: FarmRepo): OpenAPIHono<Env> {
     createRoute({ method: 'get', path: '/{id}/versions/{number}', tags: ['vDisks'], summary: 'Get a version', security, request: { params: VersionParams }, responses: { 200: json('The version'), ...errorResponses(400, 401, 404) } }),
     async (c) => {
       authorize(c.get('principal'), 'read', 'version', null);
-      const { id, number } = c.req.valid('param');
+      const { id, number: raw } = c.req.valid('param');
+      const number = Number(raw);
       const v = await load('version', versionId(id, number), repo);
       c.header('ETag', etag(v.version));
       return c.json(v as never, 200);
@@ -104,7 +105,8 @@ export function versionRoutes(repo: FarmRepo): OpenAPIHono<Env> {
     async (c) => {
       const p = c.get('principal');
       authorize(p, 'update', 'version', null);
-      const { id, number } = c.req.valid('param');
+      const { id, number: raw } = c.req.valid('param');
+      const number = Number(raw);
       const patch = c.req.valid('json');
       const expected = expectedVersion(c, true);
       const { object, revision } = await repo.update(
@@ -134,7 +136,8 @@ export function versionRoutes(repo: FarmRepo): OpenAPIHono<Env> {
     async (c) => {
       const p = c.get('principal');
       authorize(p, 'delete', 'version', null);
-      const { id, number } = c.req.valid('param');
+      const { id, number: raw } = c.req.valid('param');
+      const number = Number(raw);
       const newest = (await versionsOf(repo, id)).at(-1);
       const { revision } = await repo.remove(
         'version',
