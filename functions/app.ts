@@ -53,7 +53,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
   app.route('/v1/farm', farmRoutes(deps.repo));
   for (const spec of RESOURCES) {
     const routes = resourceRoutes(spec, deps.repo);
-    if (spec === vdiskResource) routes.route('/', versionRoutes(deps.repo));
+    if (spec === vdiskResource) routes.route('/', versionRoutes(deps.repo, deps.clock));
     app.route(`/v1${spec.path}`, routes);
   }
   app.route('/v1/tokens', tokenRoutes(deps.repo));

@@ -25,7 +25,7 @@ async function versionsOf(repo: FarmRepo, vdiskId: string): Promise<Version[]> {
  * on top of the newest; promote and revert are state changes checked by
  * checkVersionTransition. Only the newest version can be deleted.
  */
-export function versionRoutes(repo: FarmRepo): OpenAPIHono<Env> {
+export function versionRoutes(repo: FarmRepo, clock: () => Date = () => new Date()): OpenAPIHono<Env> {
   const app = new OpenAPIHono<Env>();
   const security = [{ bearer: [] }];
   const json = (description: string) => ({ description, content: { 'application/json': { schema: VersionSchema } } });
@@ -121,7 +121,7 @@ export function versionRoutes(repo: FarmRepo): OpenAPIHono<Env> {
             if (cur.state === 'merged') throw new FarmError('validation_failed', 'state: a merged version cannot change state', 'state');
             const newest = (await versionsOf(repo, id)).at(-1);
             checkVersionTransition(cur.state, patch.state, newest?.number === cur.number);
-            if (patch.state !== 'maintenance') next.promotedAt = new Date().toISOString();
+            if (patch.state !== 'maintenance') next.promotedAt = clock().toISOString();
           }
           return next;
         },
