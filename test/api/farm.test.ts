@@ -59,6 +59,14 @@ describe('/v1/farm', () => {
     expectError(await fx.patch('/v1/farm', bad), 400, 'validation_failed', field);
   });
 
+  it('refuses to enable auto-add without a site, naming autoAdd.siteId', async () => {
+    expectError(await fx.patch('/v1/farm', { autoAdd: { enabled: true } }), 400, 'validation_failed', 'autoAdd.siteId');
+    const site = await fx.site();
+    expect(expectStatus(await fx.patch('/v1/farm', { autoAdd: { enabled: true, siteId: site.id } }), 200).autoAdd).toEqual({ enabled: true, siteId: site.id });
+    expectError(await fx.patch('/v1/farm', { autoAdd: { siteId: null } }), 400, 'validation_failed', 'autoAdd.siteId');
+    expectStatus(await fx.patch('/v1/farm', { autoAdd: { enabled: false, siteId: null } }), 200);
+  });
+
   it('does not bump the revision or the version on a PATCH that changes nothing', async () => {
     const before = (await farm.api('GET', '/v1/farm')).body;
     const res = await fx.patch('/v1/farm', { maxVersions: before.maxVersions, name: before.name });
