@@ -20,15 +20,3 @@ export function expectedVersion(c: Context, required: boolean): Expected {
   if (!m) throw new FarmError('bad_request', 'If-Match: must be an ETag such as "3"', 'If-Match');
   return Number(m[1]);
 }
-
-/** Parses a JSON request body; a syntax error is a 400 that says so. */
-export async function jsonBody(c: Context): Promise<unknown> {
-  const type = c.req.header('content-type') ?? '';
-  if (!/^application\/(merge-patch\+)?json\b/i.test(type)) throw new FarmError('bad_request', 'Content-Type must be application/json');
-  const text = await c.req.text();
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new FarmError('bad_request', 'request body is not valid JSON');
-  }
-}

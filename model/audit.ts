@@ -37,6 +37,6 @@ export function diffObjects(oldObj: unknown, newObj: unknown, prefix = ''): Audi
     const keys = [...new Set([...Object.keys(o), ...Object.keys(n)])].sort();
     return keys.flatMap((k) => diffObjects(o[k], n[k], prefix ? `${prefix}.${k}` : k));
   }
-  if (JSON.stringify(oldObj) === JSON.stringify(newObj)) return [];
+  if (JSON.stringify(oldObj ?? null) === JSON.stringify(newObj ?? null)) return []; // absent and null both mean "none"
   return [{ property: prefix, old: oldObj ?? null, new: newObj ?? null }];
 }

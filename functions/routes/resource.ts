@@ -147,6 +147,8 @@ export function resourceRoutes(spec: ResourceSpec, repo: FarmRepo): OpenAPIHono<
         id,
         expected,
         async (current) => {
+          // Scope first (the fields named in the patch), so a token outside it gets 403 before any validation detail.
+          authorize(p, 'update', spec.kind, siteOf(spec.kind, current), Object.keys(patch));
           for (const f of spec.immutable ?? [])
             if (f in patch && JSON.stringify(patch[f]) !== JSON.stringify(current[f])) throw new FarmError('validation_failed', `${f}: cannot be changed after creation`, f);
           const ownFields = pick(current, Object.keys(spec.input.shape));

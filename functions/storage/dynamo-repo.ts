@@ -48,7 +48,7 @@ export interface DynamoRepoDeps {
 const FARM_KEY = { pk: 'farm', sk: 'settings' };
 const REVISION_KEY = { pk: 'farm', sk: 'revision' };
 const SYSTEM = new Set(['id', 'version', 'createdAt', 'updatedAt']);
-const refAttr = (kind: StoredKind) => `ref_${kind}`;
+const refAttr = (kind: StoredKind | 'token') => `ref_${kind}`;
 
 /** Thrown inside an attempt to ask for a fresh read and another attempt. */
 class Retry extends Error {}
@@ -157,8 +157,9 @@ export class DynamoFarmRepo implements FarmRepo {
     return this.attempts(async () => {
       const current = kind === 'farm' ? await this.farmObj() : await this.get(kind, id);
       if (!current) throw notFound(kind, id);
-      checkExpected(kind, current, expected);
+      // The change callback authorizes and validates first: a caller without the right learns nothing about versions.
       const fields = await change(current);
+      checkExpected(kind, current, expected);
       const now = this.clock().toISOString();
       const next = { ...fields, id: current.id, createdAt: current.createdAt, updatedAt: now, version: current.version + 1 } as Obj;
       const changes = diffObjects(auditable(current), auditable(next));
@@ -226,8 +227,8 @@ export class DynamoFarmRepo implements FarmRepo {
       const raw = await this.getRaw(kind, id);
       if (!raw) throw notFound(kind, id);
       const current = DynamoFarmRepo.toObj(raw);
-      checkExpected(kind, current, expected);
       check(current);
+      checkExpected(kind, current, expected);
       const rel = RELATIONS[kind];
       const blockers = rel.referencedBy.filter((k) => k !== rel.cascade);
       const inUse = describeUse(kind, current, raw, blockers);
@@ -238,7 +239,7 @@ export class DynamoFarmRepo implements FarmRepo {
       const values: Record<string, unknown> = { ':cur': current.version };
       const conds = ['#version = :cur'];
       // DynamoDB refuses unused expression values, so each count registers the ones it uses.
-      const counted = (by: StoredKind, n: number) => {
+      const counted = (by: StoredKind | 'token', n: number) => {
         const name = `#${refAttr(by)}`;
         names[name] = refAttr(by);
         values[`:n${n}`] = n;
@@ -338,9 +339,8 @@ export class DynamoFarmRepo implements FarmRepo {
     const now = this.clock().toISOString();
     const token: Token = { id, name: input.name, role: input.role, siteId: input.siteId, expiresAt: input.expiresAt, createdAt: now, createdBy: actor.name };
     const tx: TxItem[] = [{ Put: { TableName: this.table, Item: { pk: 'token', sk: id, data: token, hash: sha256(secretPart) }, ConditionExpression: 'attribute_not_exists(pk)' } }];
-    if (input.siteId) {
-      tx.push({ ConditionCheck: { TableName: this.table, Key: { pk: 'site', sk: input.siteId }, ConditionExpression: 'attribute_exists(pk)' } });
-    }
+    // A site-scoped token counts as a reference: its site cannot be deleted while the token exists.
+    if (input.siteId) tx.push(this.addRef({ kind: 'site', id: input.siteId, field: 'siteId' }, 'token', 1));
     const audit = this.auditItem('token' as StoredKind, { ...token, version: 1, updatedAt: now } as unknown as Obj, 'create', diffObjects({}, token), actor, now);
     if ((await this.settings()).auditing) tx.push(audit);
     await this.transact(tx, (i) => (i === 1 ? missingRef({ kind: 'site', id: input.siteId!, field: 'siteId' }) : new FarmError('internal', 'token id collision')));
@@ -371,6 +371,7 @@ export class DynamoFarmRepo implements FarmRepo {
     const token = r.Item.data as Token;
     const now = this.clock().toISOString();
     const tx: TxItem[] = [{ Delete: { TableName: this.table, Key: { pk: 'token', sk: id }, ConditionExpression: 'attribute_exists(pk)' } }];
+    if (token.siteId) tx.push(this.addRef({ kind: 'site', id: token.siteId, field: 'siteId' }, 'token', -1));
     if ((await this.settings()).auditing) tx.push(this.auditItem('token' as StoredKind, { ...token } as unknown as Obj, 'delete', diffObjects(token, {}), actor, now));
     await this.transact(tx, () => new FarmError('not_found', `token ${id} does not exist`));
   }
@@ -442,7 +443,7 @@ export class DynamoFarmRepo implements FarmRepo {
   }
 
   /** Counts a reference on the referenced object; adding one requires that object to exist. */
-  private addRef(ref: Ref, from: StoredKind, delta: 1 | -1): TxItem {
+  private addRef(ref: Ref, from: StoredKind | 'token', delta: 1 | -1): TxItem {
     return {
       Update: {
         TableName: this.table,
@@ -545,7 +546,7 @@ function checkExpected(kind: StoredKind, current: Obj, expected: Expected) {
     throw new FarmError('version_mismatch', `${KIND_LABEL[kind][0]} ${current.id} is at version ${current.version}, not ${expected}: fetch it again and reapply your change`);
 }
 
-function describeUse(kind: StoredKind, current: Obj, raw: Raw, blockers: StoredKind[]): FarmError | null {
+function describeUse(kind: StoredKind, current: Obj, raw: Raw, blockers: (StoredKind | 'token')[]): FarmError | null {
   const uses = blockers
     .map((k) => [k, Number(raw[refAttr(k)] ?? 0)] as const)
     .filter(([, n]) => n > 0)

@@ -32,8 +32,8 @@ export interface Relations {
   idPrefix: string;
   uniques(o: Obj): Unique[];
   refs(o: Obj): Ref[];
-  /** Kinds whose references block deleting an object of this kind. */
-  referencedBy: StoredKind[];
+  /** Kinds whose references block deleting an object of this kind (tokens: a site-scoped token blocks its site). */
+  referencedBy: (StoredKind | 'token')[];
   /** Children deleted together with the object. */
   cascade?: StoredKind;
   /** List scope (GSI1): the parent whose children this object is listed under. */
@@ -64,7 +64,7 @@ export const RELATIONS: Record<StoredKind, Relations> = {
     idPrefix: 'site',
     uniques: (o) => [{ scope: 'site-name', value: lower(o.name), field: 'name', what: `a site named "${s(o, 'name')}"` }],
     refs: (o) => (o.defaultCollectionId ? [{ kind: 'collection', id: s(o, 'defaultCollectionId'), field: 'defaultCollectionId' }] : []),
-    referencedBy: ['appliance', 'collection', 'farm'],
+    referencedBy: ['appliance', 'collection', 'farm', 'token'],
     parent: () => null,
     sortKey: (o) => lower(o.name),
   },
@@ -142,7 +142,8 @@ export const RELATIONS: Record<StoredKind, Relations> = {
 };
 
 /** Human names for error messages. */
-export const KIND_LABEL: Record<StoredKind, [singular: string, plural: string]> = {
+export const KIND_LABEL: Record<StoredKind | 'token', [singular: string, plural: string]> = {
+  token: ['token', 'tokens'],
   farm: ['farm', 'farm settings'],
   site: ['site', 'sites'],
   appliance: ['appliance', 'appliances'],

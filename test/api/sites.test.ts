@@ -99,6 +99,16 @@ describe('/v1/sites', () => {
     expect((await farm.api('DELETE', `/v1/sites/${site.id}`)).status).toBe(204);
   });
 
+  it('refuses to delete a site that a site-scoped token still names, and deletes it once the token is revoked', async () => {
+    const site = await fx.site();
+    const tok = expectStatus(await farm.api('POST', '/v1/tokens', { body: { name: 'branch-admin', role: 'site-admin', siteId: site.id } }), 201);
+    const res = await farm.api('DELETE', `/v1/sites/${site.id}`);
+    expectError(res, 409, 'in_use');
+    expect(res.body.error.message).toContain('1 token');
+    expect((await farm.api('DELETE', `/v1/tokens/${tok.id}`)).status).toBe(204);
+    expect((await farm.api('DELETE', `/v1/sites/${site.id}`)).status).toBe(204);
+  });
+
   it('refuses to delete a site that still has collections, and deletes it once they are gone', async () => {
     const site = await fx.site();
     const col = await fx.collection(site.id);

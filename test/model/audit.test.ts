@@ -27,6 +27,10 @@ describe('diffObjects', () => {
     expect(diffObjects({ a: 1 }, {})).toEqual([{ property: 'a', old: 1, new: null }]);
   });
 
+  it('records nothing for a property that is absent on one side and null on the other', () => {
+    expect(diffObjects({}, { templateTargetMac: null, autoAdd: { siteId: null } })).toEqual([]);
+  });
+
   it('treats a change between null and an object as one change of the whole value', () => {
     expect(diffObjects({ lastBoot: null }, { lastBoot: { at: 't' } })).toEqual([{ property: 'lastBoot', old: null, new: { at: 't' } }]);
   });
