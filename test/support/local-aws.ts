@@ -3,6 +3,7 @@
  * whole test run, with the farm table and bucket created. Tests reach it via
  * `inject('localAws')` (see ./aws-clients.ts).
  */
+import '../../cli/node-warnings.js';
 import type { TestProject } from 'vitest/node';
 import { ensureTableAndBucket, startLocalAws } from '../../functions/local/local-aws.js';
 
