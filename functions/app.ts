@@ -14,9 +14,16 @@ import { resourceRoutes } from './routes/resource.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { versionRoutes } from './routes/versions.js';
 import type { FarmRepo } from './storage/repo.js';
+import type { BlobStore } from './storage/blobs.js';
+import type { Signer } from './signing.js';
+import { contentRoutes } from './routes/content.js';
 
 export interface AppDeps {
   repo: FarmRepo;
+  /** The farm bucket: chunks, manifests, upload sessions. */
+  blobs: BlobStore;
+  /** Signs manifests (local key file, or KMS in AWS). */
+  signer: Signer;
   clock?: () => Date;
   /** Where server-side failures are reported (never sent to clients). */
   log?: (line: string) => void;
@@ -28,6 +35,8 @@ export const API_VERSION = '0.1.0';
 
 export function createApp(deps: AppDeps): OpenAPIHono<Env> {
   const log = deps.log ?? ((line: string) => console.error(line));
+  const clock = deps.clock ?? (() => new Date());
+  const content = { repo: deps.repo, blobs: deps.blobs, signer: deps.signer, clock };
   const app = new OpenAPIHono<Env>({
     defaultHook: (result, c) => {
       if (!result.success) throw validationError(result.error, c.req.path);
@@ -39,23 +48,26 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
 
   app.get('/health', (c) => c.json({ status: 'ok' }));
 
-  app.use(
-    '/v1/*',
+  // Chunk lists of large disks (4 MiB chunks: 90,000 hashes for 350 GiB) need more than other bodies; 6 MB is Lambda's request limit.
+  const small = deps.maxBodyBytes ?? 1024 * 1024;
+  const limits = [small, 6 * 1000 * 1000].map((maxSize) =>
     bodyLimit({
-      maxSize: deps.maxBodyBytes ?? 1024 * 1024,
+      maxSize,
       onError: () => {
-        throw new FarmError('bad_request', `request body larger than ${deps.maxBodyBytes ?? 1024 * 1024} bytes`);
+        throw new FarmError('bad_request', `request body larger than ${maxSize} bytes`);
       },
     }),
   );
+  app.use('/v1/*', (c, next) => (/^\/v1\/vdisks\/[^/]+\/uploads$/.test(c.req.path) ? limits[1]! : limits[0]!)(c, next));
   app.use('/v1/*', bearerAuth({ repo: deps.repo, clock: deps.clock, public: ['/v1/openapi.json'] }));
 
   app.route('/v1/farm', farmRoutes(deps.repo));
   for (const spec of RESOURCES) {
     const routes = resourceRoutes(spec, deps.repo);
-    if (spec === vdiskResource) routes.route('/', versionRoutes(deps.repo, deps.clock));
+    if (spec === vdiskResource) routes.route('/', versionRoutes(content));
     app.route(`/v1${spec.path}`, routes);
   }
+  app.route('/v1', contentRoutes(content));
   app.route('/v1/tokens', tokenRoutes(deps.repo));
   app.route('/v1/audit', auditRoutes(deps.repo));
 

@@ -17,6 +17,7 @@ export const HTTP_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   already_exists: 409,
   version_mismatch: 409,
   in_use: 409,
+  upload_incomplete: 409,
   precondition_required: 428,
   internal: 500,
 };

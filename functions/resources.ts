@@ -85,7 +85,7 @@ export const vdiskResource: ResourceSpec = {
   schema: VdiskSchema,
   input: VdiskInputSchema,
   newId: idFor('vdisk'),
-  immutable: ['storeId', 'sectorSize'],
+  immutable: ['storeId', 'sectorSize', 'chunkSize'],
   check: (f) => checkVdisk(f as VdiskInput),
   filters: {
     storeId: {

@@ -12,6 +12,7 @@ export const ERROR_CODES = [
   'already_exists',
   'version_mismatch',
   'in_use',
+  'upload_incomplete',
   'precondition_required',
   'internal',
 ] as const;

@@ -11,3 +11,4 @@ export * from './target.js';
 export * from './auth.js';
 export * from './audit.js';
 export * from './patch.js';
+export * from './manifest.js';

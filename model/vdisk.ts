@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DescriptionSchema, IdSchema, nameSchema, systemFields } from './common.js';
 import { FarmError } from './errors.js';
+import { ChunkSizeSchema, DEFAULT_CHUNK_SIZE } from './manifest.js';
 
 export const WRITE_CACHE_TYPES = ['device-ram', 'device-ram-overflow', 'appliance-temporary', 'appliance-persistent'] as const;
 
@@ -17,6 +18,8 @@ export const VdiskInputSchema = z
       .min(1024 * 1024, 'must be at least 1 MiB')
       .max(64 * 2 ** 40, 'must be at most 64 TiB'),
     sectorSize: z.union([z.literal(512), z.literal(4096)], { error: 'must be 512 or 4096' }).default(512),
+    /** Content is stored in chunks of this size (a power of two, 64 KiB-64 MiB); fixed per vDisk. See DEFAULT_CHUNK_SIZE. */
+    chunkSize: ChunkSizeSchema.default(DEFAULT_CHUNK_SIZE),
     /** standard: shared read-only image with a write cache per target; private: one target writes the image itself. */
     accessMode: z.enum(['standard', 'private']).default('standard'),
     /** PVS codes: 3 device RAM, 9 device RAM with overflow (the recommended one), 1 server, 7 server persistent. */
@@ -73,8 +76,10 @@ export const VersionSchema = z
     parent: z.number().int().min(0).nullable(),
     state: z.enum(VERSION_STATES),
     description: DescriptionSchema,
-    /** S3 key of the signed manifest; null until the version's content is uploaded and verified. */
+    /** S3 key of the signed manifest (every version has content: pushed, or inherited from its parent). */
     manifest: z.string().nullable(),
+    /** SHA-256 of the signed manifest payload: two versions with the same value have the same content. */
+    contentHash: z.string().nullable().optional(),
     promotedAt: z.string().nullable(),
   })
   .meta({ id: 'Version' });
@@ -97,4 +102,20 @@ export function checkVersionTransition(from: VersionState, to: VersionState, isN
     const why = to === 'maintenance' && !isNewest ? ' (only the newest version can go back to maintenance)' : '';
     throw new FarmError('validation_failed', `state: cannot change a ${from} version to ${to}${why}`, 'state');
   }
+}
+
+export type TargetType = 'production' | 'test' | 'maintenance';
+
+/**
+ * The version a target of the given type boots (PVS access rules): production
+ * targets only production versions; test targets the newest test version, else
+ * production; maintenance targets the maintenance version, else as test.
+ * Merged versions are history and never boot. Versions are in any order.
+ */
+export function selectVersion<V extends { number: number; state: VersionState }>(versions: V[], type: TargetType): V | null {
+  const newest = (states: VersionState[]) =>
+    versions.filter((v) => states.includes(v.state)).reduce<V | null>((a, v) => (a === null || v.number > a.number ? v : a), null);
+  if (type === 'production') return newest(['production']);
+  if (type === 'test') return newest(['test', 'production']);
+  return newest(['maintenance']) ?? newest(['test', 'production']);
 }

@@ -12,7 +12,10 @@ import { createApp } from '../app.js';
 import type { Principal } from '../../model/index.js';
 import { dynamoRepo } from '../storage/clients.js';
 import type { FarmRepo } from '../storage/repo.js';
-import { dynamoClientConfig, ensureTableAndBucket, startLocalAws } from './local-aws.js';
+import { S3Client } from '@aws-sdk/client-s3';
+import { fileSigner } from '../signing.js';
+import { s3BlobStore } from '../storage/blobs.js';
+import { dynamoClientConfig, ensureTableAndBucket, s3ClientConfig, startLocalAws } from './local-aws.js';
 import { seedDemoFarm } from './seed.js';
 
 export interface DevOptions {
@@ -43,7 +46,9 @@ export async function runDev(o: DevOptions): Promise<void> {
     const repo = dynamoRepo(dynamoClientConfig(aws), aws.tableName);
     const seeded = o.seed ? await seedDemoFarm(repo, DEV_PRINCIPAL) : false;
     const token = await adminToken(repo, dataDir);
-    const app = createApp({ repo, log: (l) => o.log(`[api] ${l}`) });
+    const blobs = s3BlobStore(new S3Client(s3ClientConfig(aws)), aws.bucketName);
+    const signer = await fileSigner(resolve(dataDir, 'signing-key.pem'));
+    const app = createApp({ repo, blobs, signer, log: (l) => o.log(`[api] ${l}`) });
     const address = await new Promise<AddressInfo>((ok, fail) => {
       server = serve({ fetch: app.fetch, port: o.port, hostname: o.host }, (info) => ok(info));
       server.once('error', (e: NodeJS.ErrnoException) =>

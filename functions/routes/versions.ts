@@ -1,31 +1,21 @@
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
-import { FarmError, IdSchema, VersionInputSchema, VersionSchema, VersionUpdateSchema, authorize, checkVersionTransition, pageOf, type Version } from '../../model/index.js';
+import { FarmError, IdSchema, VersionInputSchema, VersionSchema, VersionUpdateSchema, authorize, checkVersionTransition, chunkCount, pageOf, selectVersion, type Version } from '../../model/index.js';
 import type { Env } from '../auth.js';
 import { etag, expectedVersion } from '../http.js';
-import type { FarmRepo, Obj } from '../storage/repo.js';
+import type { Obj } from '../storage/repo.js';
+import { createVersion, loadManifest, versionId, versionsOf, type ContentDeps } from '../vdisk-content.js';
 import { errorResponses, load, respond } from './resource.js';
 
-const versionId = (vdiskId: string, n: number) => `${vdiskId}.${n}`;
 const VdiskParams = z.object({ id: IdSchema });
 const VersionParams = VdiskParams.extend({ number: z.string().regex(/^\d{1,5}$/, 'must be a version number') });
-
-async function versionsOf(repo: FarmRepo, vdiskId: string): Promise<Version[]> {
-  const out: Version[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await repo.list('version', { parent: { kind: 'vdisk', id: vdiskId }, limit: 100, cursor });
-    out.push(...(page.items as unknown as Version[]));
-    cursor = page.nextCursor ?? undefined;
-  } while (cursor);
-  return out.sort((a, b) => a.number - b.number);
-}
 
 /**
  * vDisk versions (PVS: Versions dialog). A new version starts in maintenance
  * on top of the newest; promote and revert are state changes checked by
  * checkVersionTransition. Only the newest version can be deleted.
  */
-export function versionRoutes(repo: FarmRepo, clock: () => Date = () => new Date()): OpenAPIHono<Env> {
+export function versionRoutes(deps: ContentDeps): OpenAPIHono<Env> {
+  const { repo, clock } = deps;
   const app = new OpenAPIHono<Env>();
   const security = [{ bearer: [] }];
   const json = (description: string) => ({ description, content: { 'application/json': { schema: VersionSchema } } });
@@ -55,28 +45,19 @@ export function versionRoutes(repo: FarmRepo, clock: () => Date = () => new Date
       authorize(p, 'create', 'version', null);
       const { id } = c.req.valid('param');
       const input = VersionInputSchema.parse((c.req.valid('json' as never) as unknown) ?? {});
-      const farm = await repo.farm();
-      for (let attempt = 0; ; attempt++) {
-        await load('vdisk', id, repo);
-        const versions = await versionsOf(repo, id);
-        const live = versions.filter((v) => v.state !== 'merged');
-        const newest = versions.at(-1);
-        if (newest?.state === 'maintenance') throw new FarmError('in_use', `version ${newest.number} is in maintenance: promote or delete it before starting another`);
-        if (live.length >= farm.settings.maxVersions)
-          throw new FarmError('in_use', `vDisk ${id} has ${live.length} versions, the farm maximum (maxVersions ${farm.settings.maxVersions}): merge versions first`);
-        const number = newest ? newest.number + 1 : 0;
-        try {
-          const { object, revision } = await repo.create(
-            'version',
-            { id: versionId(id, number), vdiskId: id, number, parent: newest?.number ?? null, state: 'maintenance', description: input.description, manifest: null, promotedAt: null },
-            p,
-          );
-          return respond(c, object, revision, 201, `/v1/vdisks/${id}/versions/${number}`);
-        } catch (e) {
-          // Another version was created at the same moment: take the next number.
-          if (!(e instanceof FarmError && e.code === 'already_exists') || attempt >= 3) throw e;
-        }
-      }
+      const vdisk = await load('vdisk', id, deps.repo);
+      const newest = (await versionsOf(deps.repo, id)).at(-1);
+      // A new version starts as a copy of the newest (no chunk moves); the first one is a blank disk to image (PVS: Create vDisk).
+      const content = newest
+        ? await loadManifest(deps, newest)
+        : { sizeBytes: vdisk.sizeBytes as number, chunkSize: vdisk.chunkSize as number, chunks: new Array<null>(chunkCount(vdisk.sizeBytes as number, vdisk.chunkSize as number)).fill(null) };
+      const { version, revision } = await createVersion(
+        deps,
+        id,
+        { content: { sizeBytes: content.sizeBytes, chunkSize: content.chunkSize, chunks: content.chunks }, state: 'maintenance', description: input.description },
+        p,
+      );
+      return respond(c, version, revision, 201, `/v1/vdisks/${id}/versions/${version.number}`);
     },
   );
 
@@ -143,8 +124,9 @@ export function versionRoutes(repo: FarmRepo, clock: () => Date = () => new Date
         'version',
         versionId(id, number),
         expectedVersion(c, false),
-        () => {
+        async () => {
           if (newest && newest.number !== number) throw new FarmError('in_use', `version ${number} has newer versions on top of it; only the newest (${newest.number}) can be deleted`);
+          await refuseIfBooted(deps, id, number);
         },
         p,
       );
@@ -153,4 +135,12 @@ export function versionRoutes(repo: FarmRepo, clock: () => Date = () => new Date
     },
   );
   return app;
+}
+
+/** A version that targets assigned to its vDisk boot (by their type) cannot be deleted. */
+async function refuseIfBooted(deps: ContentDeps, vdiskId: string, number: number): Promise<void> {
+  if ((await deps.repo.refCount('vdisk', vdiskId, 'target')) === 0) return;
+  const versions = await versionsOf(deps.repo, vdiskId);
+  const users = (['production', 'test', 'maintenance'] as const).filter((t) => selectVersion(versions, t)?.number === number);
+  if (users.length) throw new FarmError('in_use', `version ${number} is the version ${users.join(', ')} targets of this vDisk boot; promote another version or unassign the vDisk first`);
 }

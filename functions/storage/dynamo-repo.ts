@@ -9,6 +9,8 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import {
+  BatchGetCommand,
+  BatchWriteCommand,
   DeleteCommand,
   GetCommand,
   PutCommand,
@@ -109,6 +111,90 @@ export class DynamoFarmRepo implements FarmRepo {
   private async query(input: QueryCommandInput, limit: number, cursor: string | undefined, expectKey: [string, string]): Promise<Page<Raw>> {
     const r = await this.doc.send(new QueryCommand({ ...input, Limit: limit, ExclusiveStartKey: decodeCursor(cursor, expectKey) }));
     return { items: (r.Items ?? []) as Raw[], nextCursor: r.LastEvaluatedKey ? encodeCursor(r.LastEvaluatedKey) : null };
+  }
+
+  async refCount(kind: StoredKind, id: string, from: StoredKind | 'token'): Promise<number> {
+    const raw = await this.getRaw(kind, id);
+    return Number(raw?.[refAttr(from)] ?? 0);
+  }
+
+  // ---------------------------------------------------------------- locks
+
+  async tryLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
+    const now = this.clock().getTime();
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { pk: 'lock', sk: name, owner, expiresAt: now + ttlMs },
+          ConditionExpression: 'attribute_not_exists(pk) OR expiresAt < :now OR #o = :owner',
+          ExpressionAttributeNames: { '#o': 'owner' },
+          ExpressionAttributeValues: { ':now': now, ':owner': owner },
+        }),
+      );
+      return true;
+    } catch (e) {
+      if ((e as Error).name === 'ConditionalCheckFailedException') return false;
+      throw e;
+    }
+  }
+
+  async unlock(name: string, owner: string): Promise<void> {
+    try {
+      await this.doc.send(new DeleteCommand({ TableName: this.table, Key: { pk: 'lock', sk: name }, ConditionExpression: '#o = :owner', ExpressionAttributeNames: { '#o': 'owner' }, ExpressionAttributeValues: { ':owner': owner } }));
+    } catch (e) {
+      if ((e as Error).name !== 'ConditionalCheckFailedException') throw e;
+    }
+  }
+
+  async activeLocks(prefix: string): Promise<string[]> {
+    const r = await this.doc.send(
+      new QueryCommand({
+        TableName: this.table,
+        KeyConditionExpression: 'pk = :p AND begins_with(sk, :s)',
+        FilterExpression: 'expiresAt >= :now',
+        ExpressionAttributeValues: { ':p': 'lock', ':s': prefix, ':now': this.clock().getTime() },
+        ConsistentRead: true,
+      }),
+    );
+    return (r.Items ?? []).map((i) => i.sk as string);
+  }
+
+  // --------------------------------------------------------- chunk index
+
+  async chunksStored(hashes: string[]): Promise<Set<string>> {
+    const found = new Set<string>();
+    const unique = [...new Set(hashes)];
+    for (let i = 0; i < unique.length; i += 100) {
+      let keys: Record<string, unknown>[] | undefined = unique.slice(i, i + 100).map((h) => ({ pk: 'chunk', sk: h }));
+      for (let attempt = 1; keys?.length; attempt++) {
+        const r = await this.doc.send(new BatchGetCommand({ RequestItems: { [this.table]: { Keys: keys, ConsistentRead: true, ProjectionExpression: 'sk' } } }));
+        for (const item of r.Responses?.[this.table] ?? []) found.add(item.sk as string);
+        keys = r.UnprocessedKeys?.[this.table]?.Keys as Record<string, unknown>[] | undefined;
+        if (keys?.length) await backoff(Math.min(attempt, 6));
+      }
+    }
+    return found;
+  }
+
+  async recordChunks(chunks: { hash: string; size: number }[]): Promise<void> {
+    const at = this.clock().toISOString();
+    await this.batchWrite(chunks.map((c) => ({ PutRequest: { Item: { pk: 'chunk', sk: c.hash, size: c.size, verifiedAt: at } } })));
+  }
+
+  async forgetChunks(hashes: string[]): Promise<void> {
+    await this.batchWrite(hashes.map((h) => ({ DeleteRequest: { Key: { pk: 'chunk', sk: h } } })));
+  }
+
+  private async batchWrite(requests: Record<string, unknown>[]): Promise<void> {
+    for (let i = 0; i < requests.length; i += 25) {
+      let batch: Record<string, unknown>[] | undefined = requests.slice(i, i + 25);
+      for (let attempt = 1; batch?.length; attempt++) {
+        const r = await this.doc.send(new BatchWriteCommand({ RequestItems: { [this.table]: batch as never } }));
+        batch = r.UnprocessedItems?.[this.table] as Record<string, unknown>[] | undefined;
+        if (batch?.length) await backoff(Math.min(attempt, 6));
+      }
+    }
   }
 
   async revision(): Promise<number> {
@@ -222,12 +308,12 @@ export class DynamoFarmRepo implements FarmRepo {
     });
   }
 
-  async remove(kind: StoredKind, id: string, expected: Expected, check: (current: Obj) => void, actor: Principal): Promise<Mutation> {
+  async remove(kind: StoredKind, id: string, expected: Expected, check: (current: Obj) => void | Promise<void>, actor: Principal): Promise<Mutation> {
     return this.attempts(async () => {
       const raw = await this.getRaw(kind, id);
       if (!raw) throw notFound(kind, id);
       const current = DynamoFarmRepo.toObj(raw);
-      check(current);
+      await check(current);
       checkExpected(kind, current, expected);
       const rel = RELATIONS[kind];
       const blockers = rel.referencedBy.filter((k) => k !== rel.cascade);

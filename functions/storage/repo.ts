@@ -57,7 +57,7 @@ export interface FarmRepo {
   create(kind: StoredKind, input: Record<string, unknown> & { id: string }, actor: Principal): Promise<Mutation>;
   /** `change` computes the new fields from the current object; it may throw FarmError to refuse. */
   update(kind: StoredKind, id: string, expected: Expected, change: (current: Obj) => Record<string, unknown> | Promise<Record<string, unknown>>, actor: Principal): Promise<Mutation>;
-  remove(kind: StoredKind, id: string, expected: Expected, check: (current: Obj) => void, actor: Principal): Promise<Mutation>;
+  remove(kind: StoredKind, id: string, expected: Expected, check: (current: Obj) => void | Promise<void>, actor: Principal): Promise<Mutation>;
 
   farm(): Promise<FarmView>;
   updateFarm(expected: Expected, change: (current: FarmSettings) => FarmSettings, actor: Principal): Promise<Mutation<FarmView>>;
@@ -70,4 +70,16 @@ export interface FarmRepo {
   revokeToken(id: string, actor: Principal): Promise<void>;
 
   audit(q: AuditQuery): Promise<Page<AuditRecord>>;
+
+  /** How many objects of kind `from` reference this object (e.g. targets assigned to a vDisk). */
+  refCount(kind: StoredKind, id: string, from: StoredKind | 'token'): Promise<number>;
+  /** Chunk index: chunks stored in S3 and verified against their hash. */
+  chunksStored(hashes: string[]): Promise<Set<string>>;
+  recordChunks(chunks: { hash: string; size: number }[]): Promise<void>;
+  forgetChunks(hashes: string[]): Promise<void>;
+  /** Leases (strongly consistent): a lock is held until unlocked or until ttlMs passes. */
+  tryLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
+  unlock(name: string, owner: string): Promise<void>;
+  /** Names of unexpired locks starting with prefix. */
+  activeLocks(prefix: string): Promise<string[]>;
 }

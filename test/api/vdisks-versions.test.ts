@@ -118,7 +118,9 @@ describe('/v1/vdisks/{id}/versions', () => {
     expect(res.headers.get('location')).toBe(`/v1/vdisks/${vdisk.id}/versions/0`);
     expect(res.headers.get('etag')).toBe('"1"');
     expect(res.headers.get('x-farm-revision')).toMatch(/^\d+$/);
-    expect(v0).toMatchObject({ vdiskId: vdisk.id, number: 0, parent: null, state: 'maintenance', description: 'base image', manifest: null, promotedAt: null });
+    expect(v0).toMatchObject({ vdiskId: vdisk.id, number: 0, parent: null, state: 'maintenance', description: 'base image', promotedAt: null });
+    // The first version is a blank disk (PVS: Create vDisk) with a signed manifest of its own.
+    expect(v0.manifest).toMatch(new RegExp(`/${vdisk.id}/0\.manifest\.json$`));
     expectStatus(await setState(vdisk.id, 0, 'production'), 200);
     const v1 = await fx.version(vdisk.id);
     expect(v1).toMatchObject({ number: 1, parent: 0, state: 'maintenance', description: '' });
