@@ -231,6 +231,56 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
     print({ deleted: `${id}.${number}` }, () => `deleted version ${number} of ${id}`);
   });
 
+  const vdiskCmd = program.commands.find((c) => c.name() === 'vdisk')!;
+  vdiskCmd
+    .command('push <files...>')
+    .description('upload a raw, VHD or VHDX image (or a differencing chain, base first) as a new version; creates the vDisk if needed')
+    .requiredOption('--store <store>', 'store (name or id)')
+    .requiredOption('--name <name>', 'vDisk name')
+    .addOption(new Option('--state <state>', 'state of the new version (default: production for a new vDisk, else maintenance)').choices(['maintenance', 'test', 'production']))
+    .option('--description <text>', 'what this version changes')
+    .option('--concurrency <n>', 'chunks uploaded at once', '4')
+    .action(async (files: string[], o) => {
+      const c = await client();
+      const { pushImage, progressBar } = await import('./push.js');
+      const tty = !g().json && process.stderr.isTTY;
+      const r = await pushImage(c, {
+        storeId: await resolve(c, 'store', o.store),
+        name: o.name,
+        files,
+        state: o.state,
+        description: o.description,
+        concurrency: Number(o.concurrency),
+        onProgress: tty ? progressBar((s) => process.stderr.write(s)) : undefined,
+      });
+      const v = r.version as Row;
+      print(r, () =>
+        [
+          r.versionCreated ? `pushed ${o.name} version ${v.number} (${v.state})` : `unchanged: version ${v.number} of ${o.name} already has this content`,
+          `${r.chunks} chunks of ${humanSize(r.chunkSize)}: ${r.uploadedChunks} uploaded (${humanSize(r.uploadedBytes)}), ${r.reusedChunks} already in the farm, ${r.zeroChunks} all-zero; ${r.seconds.toFixed(1)} s`,
+        ].join('\n'),
+      );
+    });
+  vdiskCmd
+    .command('merge <vdisk>')
+    .description('make a new base version from a version (default: the newest test/production one); older versions become merged')
+    .option('--version <n>', 'version to merge')
+    .addOption(new Option('--state <state>', 'state of the new base').choices(['maintenance', 'test', 'production']).default('production'))
+    .action(async (vdisk, o) => {
+      const c = await client();
+      const id = await resolve(c, 'vdisk', vdisk);
+      const r = (await c.request('POST', `/v1/vdisks/${id}/merge`, { ...(o.version !== undefined ? { version: Number(o.version) } : {}), state: o.state })).body;
+      print(r, () => `merged: version ${r.number} of ${id} is the new base (${r.state})`);
+    });
+  program
+    .command('gc')
+    .description('delete vDisk chunks that no version or open upload uses')
+    .option('--grace-seconds <n>', 'keep chunks younger than this', '3600')
+    .action(async (o) => {
+      const r = (await (await client()).request('POST', '/v1/gc', { graceSeconds: Number(o.graceSeconds) })).body;
+      print(r, () => `scanned ${r.scanned} chunks in ${r.manifests} manifests: deleted ${r.deleted} (${humanSize(r.deletedBytes)}), kept ${r.keptYoung} young`);
+    });
+
   const token = program.command('token').description('API tokens (farm admins)');
   token
     .command('create')
