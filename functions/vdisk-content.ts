@@ -14,6 +14,7 @@ import {
   type Content,
   type Manifest,
   type Principal,
+  type Target,
   type Version,
   type VersionState,
   type Vdisk,
@@ -41,6 +42,22 @@ export async function versionsOf(repo: FarmRepo, vdiskId: string): Promise<Versi
     cursor = page.nextCursor ?? undefined;
   } while (cursor);
   return out.sort((a, b) => a.number - b.number);
+}
+
+/**
+ * Targets assigned a vDisk. Targets are not indexed by vDisk (a target holds up
+ * to 16 assignments), so this pages through all targets: fine at farm
+ * configuration sizes (thousands), and only admin operations call it.
+ */
+export async function targetsUsing(repo: FarmRepo, vdiskId: string): Promise<Target[]> {
+  const out: Target[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await repo.list('target', { limit: 1000, cursor });
+    for (const t of page.items as unknown as Target[]) if (t.assignments.some((a) => a.vdiskId === vdiskId)) out.push(t);
+    cursor = page.nextCursor ?? undefined;
+  } while (cursor);
+  return out;
 }
 
 async function loadVdisk(repo: FarmRepo, id: string): Promise<Vdisk> {
@@ -261,6 +278,7 @@ async function commitLocked(
 
 export interface GcResult {
   manifests: number;
+  orphanManifests: number;
   liveChunks: number;
   scanned: number;
   deleted: number;
@@ -288,20 +306,29 @@ export async function collectGarbage(deps: ContentDeps, graceSeconds = 3600): Pr
 }
 
 async function sweep(deps: ContentDeps, graceSeconds: number): Promise<GcResult> {
-  const live = new Set<string>();
-  let manifests = 0;
-  for await (const m of deps.blobs.list('')) {
-    if (!m.key.endsWith('.manifest.json') && !m.key.startsWith('uploads/')) continue;
-    const raw = await deps.blobs.get(m.key);
-    if (!raw) continue;
-    if (m.key.startsWith('uploads/')) {
-      for (const h of (JSON.parse(raw.toString('utf8')) as UploadSession).chunks) if (h) live.add(h);
-      continue;
-    }
-    manifests++;
-    for (const h of verifyManifest(JSON.parse(raw.toString('utf8')), [deps.signer]).chunks) if (h) live.add(h);
-  }
   const cutoff = deps.clock().getTime() - graceSeconds * 1000;
+  // Live: the manifests of existing versions (the version items say which), and open uploads.
+  const live = new Set<string>();
+  const liveManifests = new Set<string>();
+  let cursor: string | undefined;
+  do {
+    const page = await deps.repo.list('version', { limit: 100, cursor });
+    for (const v of page.items as unknown as Version[]) {
+      if (!v.manifest) continue;
+      liveManifests.add(v.manifest);
+      for (const h of (await loadManifest(deps, v)).chunks) if (h) live.add(h);
+    }
+    cursor = page.nextCursor ?? undefined;
+  } while (cursor);
+  for await (const u of deps.blobs.list('uploads/')) {
+    const raw = await deps.blobs.get(u.key);
+    if (raw) for (const h of (JSON.parse(raw.toString('utf8')) as UploadSession).chunks) if (h) live.add(h);
+  }
+  // Manifests of deleted versions and vDisks go too (young ones may belong to a version being created).
+  const orphans: string[] = [];
+  for await (const o of deps.blobs.list('')) {
+    if (o.key.endsWith('.manifest.json') && !liveManifests.has(o.key) && o.lastModified.getTime() <= cutoff) orphans.push(o.key);
+  }
   const doomed: { key: string; hash: string; size: number }[] = [];
   let scanned = 0;
   let keptYoung = 0;
@@ -315,9 +342,10 @@ async function sweep(deps: ContentDeps, graceSeconds: number): Promise<GcResult>
     }
     doomed.push({ key: o.key, hash, size: o.size });
   }
+  // Index first: a commit that no longer finds a chunk in the index reads it back, and sees it gone.
   await deps.repo.forgetChunks(doomed.map((d) => d.hash));
-  await deps.blobs.delete(doomed.map((d) => d.key));
-  return { manifests, liveChunks: live.size, scanned, deleted: doomed.length, deletedBytes: doomed.reduce((a, d) => a + d.size, 0), keptYoung };
+  await deps.blobs.delete([...doomed.map((d) => d.key), ...orphans]);
+  return { manifests: liveManifests.size, orphanManifests: orphans.length, liveChunks: live.size, scanned, deleted: doomed.length, deletedBytes: doomed.reduce((a, d) => a + d.size, 0), keptYoung };
 }
 
 // ---------------------------------------------------------------- helpers

@@ -3,7 +3,7 @@ import { FarmError, IdSchema, VersionInputSchema, VersionSchema, VersionUpdateSc
 import type { Env } from '../auth.js';
 import { etag, expectedVersion } from '../http.js';
 import type { Obj } from '../storage/repo.js';
-import { createVersion, loadManifest, versionId, versionsOf, type ContentDeps } from '../vdisk-content.js';
+import { createVersion, loadManifest, targetsUsing, versionId, versionsOf, type ContentDeps } from '../vdisk-content.js';
 import { errorResponses, load, respond } from './resource.js';
 
 const VdiskParams = z.object({ id: IdSchema });
@@ -140,7 +140,8 @@ export function versionRoutes(deps: ContentDeps): OpenAPIHono<Env> {
 /** A version that targets assigned to its vDisk boot (by their type) cannot be deleted. */
 async function refuseIfBooted(deps: ContentDeps, vdiskId: string, number: number): Promise<void> {
   if ((await deps.repo.refCount('vdisk', vdiskId, 'target')) === 0) return;
+  const types = new Set((await targetsUsing(deps.repo, vdiskId)).map((t) => t.type));
   const versions = await versionsOf(deps.repo, vdiskId);
-  const users = (['production', 'test', 'maintenance'] as const).filter((t) => selectVersion(versions, t)?.number === number);
+  const users = (['production', 'test', 'maintenance'] as const).filter((t) => types.has(t) && selectVersion(versions, t)?.number === number);
   if (users.length) throw new FarmError('in_use', `version ${number} is the version ${users.join(', ')} targets of this vDisk boot; promote another version or unassign the vDisk first`);
 }
