@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { DescriptionSchema, HostSchema, IdSchema, IpAddressSchema, nameSchema, systemFields } from './common.js';
+import { ChunkHashSchema } from './manifest.js';
 
 /** An on-site appliance (PVS: a server running the Stream service). */
 export const ApplianceInputSchema = z
@@ -17,11 +18,49 @@ export const ApplianceInputSchema = z
   })
   .strict();
 
+/**
+ * How far an appliance has got with one vDisk version: `verified` (every chunk
+ * is on its disk and matched the signed manifest), `syncing` (fetching chunks;
+ * `percent` of the version's bytes are in), `corrupt` (a chunk failed its hash
+ * check and could not be fetched again).
+ */
+export const INVENTORY_STATES = ['verified', 'syncing', 'corrupt'] as const;
+
+export const InventoryEntrySchema = z
+  .object({
+    vdiskId: IdSchema,
+    number: z.number().int().min(0),
+    /** The version's contentHash as the appliance computed it from the manifest it holds. */
+    contentHash: ChunkHashSchema,
+    state: z.enum(INVENTORY_STATES),
+    /** With state syncing: share of the version's bytes already held and verified. */
+    percent: z.number().min(0).max(100).optional(),
+  })
+  .strict();
+export type InventoryEntry = z.infer<typeof InventoryEntrySchema>;
+
+/**
+ * What an appliance reports it holds (issue 4 writes it; the API treats it as
+ * read-only). Replication status compares it with the versions by content hash,
+ * not by timestamps as PVS does.
+ */
+export const InventorySchema = z
+  .object({
+    reportedAt: z.iso.datetime({ offset: true }),
+    versions: z
+      .array(InventoryEntrySchema)
+      .max(10_000)
+      .refine((l) => new Set(l.map((e) => `${e.vdiskId}.${e.number}`)).size === l.length, 'a version may be listed only once'),
+  })
+  .strict()
+  .meta({ id: 'Inventory' });
+export type Inventory = z.infer<typeof InventorySchema>;
+
 export const ApplianceSchema = ApplianceInputSchema.extend({
   ...systemFields,
   /** Written by the appliance itself. */
   lastHeartbeat: z.string().nullable(),
-  inventory: z.record(z.string(), z.unknown()).nullable(),
+  inventory: InventorySchema.nullable(),
 }).meta({ id: 'Appliance' });
 export type ApplianceInput = z.infer<typeof ApplianceInputSchema>;
 export type Appliance = z.infer<typeof ApplianceSchema>;

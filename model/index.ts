@@ -12,3 +12,4 @@ export * from './auth.js';
 export * from './audit.js';
 export * from './patch.js';
 export * from './manifest.js';
+export * from './replication.js';
