@@ -17,6 +17,7 @@ import type { FarmRepo } from './storage/repo.js';
 import type { BlobStore } from './storage/blobs.js';
 import type { Signer } from './signing.js';
 import { contentRoutes } from './routes/content.js';
+import { replicationRoutes } from './routes/replication.js';
 
 export interface AppDeps {
   repo: FarmRepo;
@@ -68,6 +69,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
     app.route(`/v1${spec.path}`, routes);
   }
   app.route('/v1', contentRoutes(content));
+  app.route('/v1', replicationRoutes({ repo: deps.repo, clock }));
   app.route('/v1/tokens', tokenRoutes(deps.repo));
   app.route('/v1/audit', auditRoutes(deps.repo));
 
