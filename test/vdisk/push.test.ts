@@ -245,6 +245,7 @@ describe('version rules with content', () => {
   });
 
   it('collects chunks no version uses, keeps the ones in use, and waits while a commit holds its lock', async () => {
+    expectStatus(await farm.api('POST', '/v1/gc', { body: { graceSeconds: 0 } }), 200); // what earlier tests left behind
     const path = await rawImage('gc.raw', 8, [[0, 8]]);
     const r = await push('gc', [path]);
     const before = expectStatus(await farm.api('POST', '/v1/gc', { body: { graceSeconds: 0 } }), 200);
