@@ -7,6 +7,7 @@ import { normalizeMac } from '../model/mac.js';
 import { ApiClient, ApiError } from './client.js';
 import { configPath, readConfig, resolveConnection, writeConfig } from './config.js';
 import { UsageError, parseAssignments, parseSize, show, table, type Column } from './output.js';
+import { replicationTable } from './replication-table.js';
 
 type Row = Record<string, any>;
 type Out = { log: (s: string) => void; err: (s: string) => void };
@@ -260,6 +261,15 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
           `${r.chunks} chunks of ${humanSize(r.chunkSize)}: ${r.uploadedChunks} uploaded (${humanSize(r.uploadedBytes)}), ${r.reusedChunks} already in the farm, ${r.zeroChunks} all-zero; ${r.seconds.toFixed(1)} s`,
         ].join('\n'),
       );
+    });
+  vdiskCmd
+    .command('status <vdisk>')
+    .description('replication status: which appliance holds which version (ok, missing, 42%, CORRUPT, offline) and which versions are pending')
+    .action(async (vdisk) => {
+      const c = await client();
+      const id = await resolve(c, 'vdisk', vdisk);
+      const r = (await c.get(`/v1/vdisks/${id}/replication`)).body;
+      print(r, () => replicationTable(r));
     });
   vdiskCmd
     .command('merge <vdisk>')
