@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FarmError, VERSION_STATES, VdiskInputSchema, checkVdisk, checkVersionTransition, type VersionState } from '../../model/index.js';
+import { FarmError, VERSION_STATES, VdiskInputSchema, checkVdisk, checkVersionTransition, selectVersion, type VersionState } from '../../model/index.js';
 
 const allowed = (from: VersionState, to: VersionState, isNewest: boolean) => {
   try {
@@ -49,5 +49,30 @@ describe('checkVdisk', () => {
     expect(() => checkVdisk(vdisk({ loadBalancing: { mode: 'fixed' } }))).toThrow(/loadBalancing.applianceId: required/);
     expect(() => checkVdisk(vdisk({ loadBalancing: { mode: 'algorithm', applianceId: 'app_aaaaaaaaaaaaaaaa' } }))).toThrow(/only allowed when mode is fixed/);
     expect(() => checkVdisk(vdisk({ loadBalancing: { mode: 'fixed', applianceId: 'app_aaaaaaaaaaaaaaaa' } }))).not.toThrow();
+  });
+});
+
+describe('selectVersion (which version a target boots)', () => {
+  const v = (number: number, state: VersionState) => ({ number, state });
+  const chain = [v(0, 'merged'), v(1, 'production'), v(2, 'production'), v(3, 'test'), v(4, 'maintenance')];
+
+  it('gives production targets the newest production version only', () => {
+    expect(selectVersion(chain, 'production')?.number).toBe(2);
+    expect(selectVersion([v(0, 'test'), v(1, 'maintenance')], 'production')).toBeNull();
+  });
+
+  it('gives test targets the newest test version, else the newest production one', () => {
+    expect(selectVersion(chain, 'test')?.number).toBe(3);
+    expect(selectVersion([v(0, 'production'), v(1, 'maintenance')], 'test')?.number).toBe(0);
+  });
+
+  it('gives maintenance targets the maintenance version, else what test targets get', () => {
+    expect(selectVersion(chain, 'maintenance')?.number).toBe(4);
+    expect(selectVersion(chain.slice(0, 4), 'maintenance')?.number).toBe(3);
+  });
+
+  it('never boots a merged version, whatever the order of the list', () => {
+    expect(selectVersion([v(5, 'merged'), v(1, 'production')].reverse(), 'production')?.number).toBe(1);
+    expect(selectVersion([v(0, 'merged')], 'maintenance')).toBeNull();
   });
 });
