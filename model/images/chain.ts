@@ -1,5 +1,5 @@
 import { ImageError } from './errors.js';
-import type { ImageFormat, Layer } from './layer.js';
+import type { Extent, ImageFormat, Layer } from './layer.js';
 import type { VhdLayer } from './vhd.js';
 import type { VhdxLayer } from './vhdx.js';
 
@@ -100,11 +100,11 @@ export function chainImage(layers: Layer[]): DiskImage {
   };
 
   /** Fills out[at..] with layer `level`'s view of [offset, offset+length); `out` starts zeroed. */
-  const fill = async (level: number, offset: number, length: number, out: Buffer, at: number): Promise<void> => {
+  const fill = async (level: number, offset: number, length: number, out: Buffer, at: number, mapped?: Extent[]): Promise<void> => {
     const layer = layers[level]!;
     const end = Math.min(offset + length, layer.sizeBytes); // a parent smaller than its child reads as zeros past its end
     if (offset >= end) return;
-    for (const e of await layer.map(offset, end - offset)) {
+    for (const e of mapped ?? (await layer.map(offset, end - offset))) {
       const dest = at + (e.offset - offset);
       if (e.kind === 'data') {
         const bytes = await layer.reader.read(e.fileOffset, e.length);
@@ -134,8 +134,16 @@ export function chainImage(layers: Layer[]): DiskImage {
     async read(offset, length) {
       checkRange(offset, length);
       if (length > MAX_READ_LENGTH) throw new ImageError('range', top.file, `read of ${length} bytes is larger than the ${MAX_READ_LENGTH}-byte limit; read in chunks`);
+      const extents = await top.map(offset, length);
+      const only = extents[0];
+      if (extents.length === 1 && only?.kind === 'data') {
+        // The common case (raw, fixed, a fully present block): hand back the file read itself, no copy.
+        const bytes = await top.reader.read(only.fileOffset, length);
+        if (bytes.length !== length) throw new ImageError('malformed', top.file, `short read at offset ${only.fileOffset}`);
+        return bytes;
+      }
       const out = Buffer.alloc(length);
-      await fill(layers.length - 1, offset, length, out, 0);
+      await fill(layers.length - 1, offset, length, out, 0, extents);
       return out;
     },
     async knownZero(offset, length) {

@@ -15,11 +15,11 @@ export type ImageErrorCode = 'malformed' | 'unsupported' | 'dirty' | 'chain' | '
 export class ImageError extends Error {
   constructor(
     readonly code: ImageErrorCode,
-    /** The file the problem is in (as the caller named it). */
+    /** The file the problem is in (as the caller named it); empty when it is about no one file. */
     readonly file: string,
     problem: string,
   ) {
-    super(`${file}: ${problem}`);
+    super(file ? `${file}: ${problem}` : problem);
     this.name = 'ImageError';
   }
 }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ImageError, openImage } from '../../model/images/index.js';
 import { applyWrite, newLayer, type Write } from './support/content.js';
 import { expectSameBytes, hasQemu, qemuImg, qemuIo, qemuRaw, tempDir } from './support/tools.js';
-import { writeVhdDifferencing, writeVhdx } from './support/writers.js';
+import { vhdxDataWriteGuid, writeVhdDifferencing, writeVhdx } from './support/writers.js';
 import type { LayerContent } from './support/writers.js';
 
 const MiB = 2 ** 20;
@@ -170,6 +170,27 @@ describe.skipIf(!hasQemu)('VHDX differencing chains, 1 MiB blocks', () => {
     expect(e.code).toBe('chain');
     expect(e.message).toMatch(/v1m-2\.avhdx: chain out of order: its parent_linkage is \{[0-9a-f-]{36}\} \('\.\\v1m-1\.avhdx'\), which does not match the file before it, .*v1m-base\.vhdx \(DataWriteGuid \{[0-9a-f-]{36}\}\)/);
     expect(e.message).toContain(`The order that fits, base first, is: ${chain.files.join(', ')}`);
+  });
+
+  it('accepts a child whose parent_linkage2 names the parent (a merge in progress), and refuses one naming neither', async () => {
+    const parentGuid = vhdxDataWriteGuid(chain.files[0]!);
+    const other = '0f0e0d0c-0b0a-0908-0706-050403020100';
+    const layer = newLayer(undefined, chain.layers[0]!.sizeBytes, MiB); // only the sectors written below are checked
+    applyWrite(layer, { offset: 0, length: 4096, pattern: 0x5e }, { zeroBlocks: true });
+    writeVhdx(tmp.path('l2.avhdx'), layer, { parentPath: chain.files[0]!, seed: 13, linkage: { parentLinkage: other, parentLinkage2: parentGuid } });
+    const img = await openImage([chain.files[0]!, tmp.path('l2.avhdx')]);
+    const head = await img.read(0, 4096);
+    await img.close();
+    expect(head.every((b) => b === 0x5e)).toBe(true);
+    writeVhdx(tmp.path('l0.avhdx'), layer, { parentPath: chain.files[0]!, seed: 14, linkage: { parentLinkage: other } });
+    expect((await chainError([chain.files[0]!, tmp.path('l0.avhdx')])).message).toContain(`its parent_linkage is {${other}}`);
+  });
+
+  it('refuses a child whose logical sector size differs from its parent’s', async () => {
+    const layer = newLayer(undefined, 64 * MiB, MiB, 4096);
+    applyWrite(layer, { offset: 0, length: 4096, pattern: 0x5d }, { zeroBlocks: true });
+    writeVhdx(tmp.path('4k.avhdx'), layer, { parentPath: chain.files[0]!, seed: 15 });
+    expect((await chainError([chain.files[0]!, tmp.path('4k.avhdx')])).message).toContain('has 4096-byte sectors but its parent');
   });
 
   it('refuses a chain that mixes VHD and VHDX files', async () => {

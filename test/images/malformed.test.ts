@@ -270,7 +270,7 @@ describe('files and ranges', () => {
 
   it('refuses a missing file with the system error, and an empty file list', async () => {
     await expect(openImage([tmp.path('nope.vhdx')])).rejects.toMatchObject({ code: 'ENOENT' });
-    await expect(openImage([])).rejects.toMatchObject({ code: 'chain', message: ': no image file given' });
+    await expect(openImage([])).rejects.toMatchObject({ code: 'chain', message: 'no image file given' });
   });
 
   it('refuses two raw files as a chain', async () => {

@@ -180,6 +180,8 @@ export interface VhdxWriteOptions {
   /** A parent VHDX: makes a differencing disk whose parent_linkage is the parent's DataWriteGuid. */
   parentPath?: string;
   seed: number;
+  /** Overrides what the parent locator's parent_linkage (and parent_linkage2) say. */
+  linkage?: { parentLinkage: string; parentLinkage2?: string };
 }
 
 /** Writes a VHDX: differencing over `parentPath`, or a dynamic disk without one. */
@@ -244,8 +246,10 @@ export function writeVhdx(path: string, layer: LayerContent, opts: VhdxWriteOpti
   items.push({ guid: GUID.physicalSectorSize, flags: 6, data: u32(4096) });
   if (hasParent) {
     const parentName = opts.parentPath!.split('/').pop()!;
+    const linkage = opts.linkage ?? { parentLinkage: vhdxDataWriteGuid(opts.parentPath!) };
     const pairs: [string, string][] = [
-      ['parent_linkage', `{${vhdxDataWriteGuid(opts.parentPath!)}}`],
+      ['parent_linkage', `{${linkage.parentLinkage}}`],
+      ...(linkage.parentLinkage2 ? [['parent_linkage2', `{${linkage.parentLinkage2}}`] as [string, string]] : []),
       ['relative_path', `.\\${parentName}`],
       ['absolute_win32_path', `\\\\?\\D:\\store\\${parentName}`],
     ];
