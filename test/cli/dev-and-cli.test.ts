@@ -144,6 +144,20 @@ describe('bootfarm dev and the CLI', () => {
     expect((await cli('token', 'list')).stdout).toMatch(/auditor\s+read-only/);
   });
 
+  test('vdisk push prints one JSON result and no progress with --json, and status lines without', async () => {
+    const img = join(dir, 'cli.raw');
+    const { writeFile } = await import('node:fs/promises');
+    const data = Buffer.alloc(8 * 2 ** 20);
+    data.fill(7, 0, 2 ** 20);
+    await writeFile(img, data);
+    const r = await cli('--json', 'vdisk', 'push', '--store', 'Default', '--name', 'clidisk', img);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toMatchObject({ vdiskCreated: true, versionCreated: true, chunks: 2, zeroChunks: 1, uploadedChunks: 1, version: { number: 0, state: 'production' } });
+    const again = await cli('vdisk', 'push', '--store', 'Default', '--name', 'clidisk', img);
+    expect(again.stdout).toMatch(/^unchanged: version 0 of clidisk already has this content\n2 chunks of 4 MiB: 0 uploaded/);
+  });
+
   test('Ctrl-C stops everything; a second start finds the same farm and token', async () => {
     const javaPid = await childJavaPids(dev.proc.pid!);
     expect(javaPid.length).toBe(1);
