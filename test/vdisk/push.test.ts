@@ -17,6 +17,9 @@ import { chunkKey, verifyChunk, verifyManifest, type Manifest } from '../../mode
 import { testFarm, type TestFarm } from '../support/farm.js';
 import { expectError, expectStatus, fixtures, type Fixtures } from '../support/fixtures.js';
 import { serveFarm } from '../support/serve.js';
+import { applyWrite, newLayer } from '../images/support/content.js';
+import { qemuRaw } from '../images/support/tools.js';
+import { writeVhdDifferencing } from '../images/support/writers.js';
 
 const MiB = 2 ** 20;
 let farm: TestFarm;
@@ -193,6 +196,24 @@ describe('vdisk push of VHD and VHDX files', () => {
       expect((await readBack(r.vdiskId, 0)).data.equals(expected)).toBe(true);
     }, 60_000);
   }
+});
+
+describe('vdisk push of a differencing chain (a PVS vDisk with its versions, base first)', () => {
+  it('stores what the chain reads as: the base with each child applied in order', async () => {
+    // qemu cannot create differencing disks: the base is qemu's, the child comes from the spec-following test writer.
+    const base = join(dir, 'chain-base.vhd');
+    qemu('qemu-img', 'create', '-q', '-f', 'vpc', '-o', 'subformat=dynamic', base, '32M');
+    qemu('qemu-io', '-f', 'vpc', '-c', 'write -P 0x11 0 6M', '-c', 'write -P 0x22 20M 1M', base);
+    const baseRaw = qemuRaw('vpc', base);
+    const child = newLayer(baseRaw, baseRaw.length, 2 * MiB);
+    applyWrite(child, { offset: 1000, length: 3 * MiB, pattern: 0x42 }, { zeroBlocks: false });
+    applyWrite(child, { offset: 25 * MiB, length: 4096, pattern: 0x43 }, { zeroBlocks: false });
+    const childPath = join(dir, 'chain-child.avhd');
+    writeVhdDifferencing(childPath, base, child, 1);
+    const r = await push('chain', [base, childPath]);
+    expect((await readBack(r.vdiskId, 0)).data.equals(child.content)).toBe(true);
+    await expect(push('chain', [childPath, base])).rejects.toThrow(/no parent was given before it/);
+  });
 });
 
 describe('version rules with content', () => {
