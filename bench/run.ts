@@ -1,0 +1,32 @@
+/**
+ * `npm run bench -- <suite> [options]`: runs one benchmark suite and prints
+ * its table. Only this file reads flags.
+ *
+ *   npm run bench -- vdisk [--size 2G] [--concurrency 4]
+ */
+import '../cli/node-warnings.js';
+import { parseArgs } from 'node:util';
+import { parseSize } from '../cli/output.js';
+
+const SUITES: Record<string, (args: string[]) => Promise<void>> = {
+  vdisk: async (args) => {
+    const { values } = parseArgs({ args, options: { size: { type: 'string', default: '2G' }, concurrency: { type: 'string', default: '4' } }, strict: true });
+    const concurrency = Number(values.concurrency);
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new Error(`--concurrency ${values.concurrency}: must be 1-64`);
+    const { benchVdisk } = await import('./vdisk.js');
+    await benchVdisk({ sizeBytes: parseSize(values.size), concurrency, out: (s) => console.log(s), log: (s) => console.error(s) });
+  },
+};
+
+const [suite, ...rest] = process.argv.slice(2);
+const run = suite ? SUITES[suite] : undefined;
+if (!run) {
+  console.error(`usage: npm run bench -- <suite> [options]; suites: ${Object.keys(SUITES).join(', ')}`);
+  process.exit(2);
+}
+try {
+  await run(rest);
+} catch (e) {
+  console.error(`bench ${suite}: ${(e as Error).message}`);
+  process.exitCode = 1;
+}
