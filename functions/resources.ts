@@ -85,7 +85,8 @@ export const vdiskResource: ResourceSpec = {
   schema: VdiskSchema,
   input: VdiskInputSchema,
   newId: idFor('vdisk'),
-  immutable: ['storeId', 'sectorSize', 'chunkSize'],
+  // Size and layout are fixed: every version's content is cut to them (resizing a vDisk is not supported yet).
+  immutable: ['storeId', 'sectorSize', 'chunkSize', 'sizeBytes'],
   check: (f) => checkVdisk(f as VdiskInput),
   filters: {
     storeId: {

@@ -3,7 +3,7 @@
  * snapshots). Locally a P-256 key file; in AWS a KMS asymmetric key (issue 8)
  * behind the same interface.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { keyIdOf, type SigningKey } from '../model/manifest.js';
@@ -50,7 +50,9 @@ export async function kmsSigner(keyId: string, region: string): Promise<Signer> 
     keyId: keyIdOf(publicKeyPem),
     publicKeyPem,
     async sign(data) {
-      const r = await kms.send(new SignCommand({ KeyId: keyId, Message: data, MessageType: 'RAW', SigningAlgorithm: 'ECDSA_SHA_256' }));
+      // KMS takes at most 4 KiB as a RAW message; a manifest is larger, so send its SHA-256 (the same signature).
+      const digest = createHash('sha256').update(data).digest();
+      const r = await kms.send(new SignCommand({ KeyId: keyId, Message: digest, MessageType: 'DIGEST', SigningAlgorithm: 'ECDSA_SHA_256' }));
       return Buffer.from(r.Signature!);
     },
   };

@@ -100,7 +100,8 @@ export async function createVersion(deps: ContentDeps, vdiskId: string, nv: NewV
     const versions = await versionsOf(deps.repo, vdiskId);
     const newest = versions.at(-1);
     const maintenance = versions.find((v) => v.state === 'maintenance');
-    if (maintenance && nv.state === 'maintenance') throw new FarmError('in_use', `version ${maintenance.number} is in maintenance: promote or delete it before starting another`);
+    // PVS: while a version is in maintenance, no other version is made on top of the chain (a merge starts a new one).
+    if (maintenance && nv.parent !== null) throw new FarmError('in_use', `version ${maintenance.number} is in maintenance: promote or delete it before making another version`);
     const live = versions.filter((v) => v.state !== 'merged');
     if (nv.parent !== null && live.length >= farm.settings.maxVersions)
       throw new FarmError('in_use', `vDisk ${vdisk.name} has ${live.length} versions, the farm maximum (maxVersions ${farm.settings.maxVersions}): merge versions first`);
@@ -118,7 +119,8 @@ export async function createVersion(deps: ContentDeps, vdiskId: string, nv: NewV
       createdAt: now,
     };
     const signed = await signManifest(manifest, deps.signer);
-    const key = `${store.s3Prefix as string}${vdiskId}/${number}.manifest.json`;
+    // The content hash in the key: two requests racing for one number never overwrite each other's manifest.
+    const key = `${store.s3Prefix as string}${vdiskId}/${number}.${contentHash(nv.content).slice(0, 16)}.manifest.json`;
     await deps.blobs.put(key, JSON.stringify(signed), 'application/json');
     try {
       const { object, revision } = await deps.repo.create(

@@ -78,7 +78,7 @@ export const VersionSchema = z
     description: DescriptionSchema,
     /** S3 key of the signed manifest (every version has content: pushed, or inherited from its parent). */
     manifest: z.string().nullable(),
-    /** SHA-256 of the signed manifest payload: two versions with the same value have the same content. */
+    /** SHA-256 of [sizeBytes, chunkSize, chunks] (see contentHash): two versions with the same value have the same content. */
     contentHash: z.string().nullable().optional(),
     promotedAt: z.string().nullable(),
   })

@@ -28,8 +28,8 @@ describe('/v1/vdisks', () => {
   it('gets, updates with If-Match and deletes a vDisk', async () => {
     const vdisk = await fx.vdisk(storeId);
     expect(expectStatus(await farm.api('GET', `/v1/vdisks/${vdisk.id}`), 200)).toEqual(vdisk);
-    const res = await farm.api('PATCH', `/v1/vdisks/${vdisk.id}`, { body: { writeCacheType: 'device-ram', sizeBytes: 2 ** 31 }, headers: { 'if-match': '"1"' } });
-    expect(expectStatus(res, 200)).toMatchObject({ writeCacheType: 'device-ram', sizeBytes: 2 ** 31, version: 2 });
+    const res = await farm.api('PATCH', `/v1/vdisks/${vdisk.id}`, { body: { writeCacheType: 'device-ram', description: 'golden image' }, headers: { 'if-match': '"1"' } });
+    expect(expectStatus(res, 200)).toMatchObject({ writeCacheType: 'device-ram', description: 'golden image', version: 2 });
     expect((await farm.api('DELETE', `/v1/vdisks/${vdisk.id}`)).status).toBe(204);
     expectError(await farm.api('GET', `/v1/vdisks/${vdisk.id}`), 404, 'not_found');
   });
@@ -79,9 +79,10 @@ describe('/v1/vdisks', () => {
     expectError(await fx.patch(`/v1/vdisks/${vdisk.id}`, { sectorSize: 4096 }), 400, 'validation_failed', 'sectorSize');
   });
 
-  it('checks the size against the sector size on update too', async () => {
+  it('refuses to change the size of a vDisk (every version is cut to it)', async () => {
     const vdisk = await fx.vdisk(storeId, { sectorSize: 4096 });
-    expectError(await fx.patch(`/v1/vdisks/${vdisk.id}`, { sizeBytes: (1 << 30) + 512 }), 400, 'validation_failed', 'sizeBytes');
+    expectError(await fx.patch(`/v1/vdisks/${vdisk.id}`, { sizeBytes: 2 ** 31 }), 400, 'validation_failed', 'sizeBytes');
+    expect(expectStatus(await fx.patch(`/v1/vdisks/${vdisk.id}`, { sizeBytes: vdisk.sizeBytes, description: 'same size is fine' }), 200).sizeBytes).toBe(vdisk.sizeBytes);
   });
 
   it('refuses to delete a vDisk assigned to a target, and deletes it once unassigned', async () => {
@@ -120,7 +121,7 @@ describe('/v1/vdisks/{id}/versions', () => {
     expect(res.headers.get('x-farm-revision')).toMatch(/^\d+$/);
     expect(v0).toMatchObject({ vdiskId: vdisk.id, number: 0, parent: null, state: 'maintenance', description: 'base image', promotedAt: null });
     // The first version is a blank disk (PVS: Create vDisk) with a signed manifest of its own.
-    expect(v0.manifest).toMatch(new RegExp(`/${vdisk.id}/0\.manifest\.json$`));
+    expect(v0.manifest).toMatch(new RegExp(`/${vdisk.id}/0\\.[0-9a-f]{16}\\.manifest\\.json$`));
     expectStatus(await setState(vdisk.id, 0, 'production'), 200);
     const v1 = await fx.version(vdisk.id);
     expect(v1).toMatchObject({ number: 1, parent: 0, state: 'maintenance', description: '' });
