@@ -416,5 +416,4 @@ function addKind(program: Command, spec: KindCli, client: () => Promise<ApiClien
     await c.request('DELETE', `/v1${spec.path}/${encodeURIComponent(id)}`);
     print({ deleted: id }, () => `deleted ${spec.name} ${id}`);
   });
-  void out;
 }

@@ -21,6 +21,8 @@ import {
 } from '../model/index.js';
 import type { Signer } from './signing.js';
 import type { BlobStore } from './storage/blobs.js';
+import { createHash } from 'node:crypto';
+import { listAll } from './storage/list-all.js';
 import type { FarmRepo } from './storage/repo.js';
 
 export interface ContentDeps {
@@ -34,14 +36,7 @@ export const versionId = (vdiskId: string, n: number) => `${vdiskId}.${n}`;
 const uploadKey = (vdiskId: string, uploadId: string) => `uploads/${vdiskId}/${uploadId}.json`;
 
 export async function versionsOf(repo: FarmRepo, vdiskId: string): Promise<Version[]> {
-  const out: Version[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await repo.list('version', { parent: { kind: 'vdisk', id: vdiskId }, limit: 100, cursor });
-    out.push(...(page.items as unknown as Version[]));
-    cursor = page.nextCursor ?? undefined;
-  } while (cursor);
-  return out.sort((a, b) => a.number - b.number);
+  return ((await listAll(repo, 'version', { parent: { kind: 'vdisk', id: vdiskId } })) as unknown as Version[]).sort((x, y) => x.number - y.number);
 }
 
 /**
@@ -50,14 +45,7 @@ export async function versionsOf(repo: FarmRepo, vdiskId: string): Promise<Versi
  * configuration sizes (thousands), and only admin operations call it.
  */
 export async function targetsUsing(repo: FarmRepo, vdiskId: string): Promise<Target[]> {
-  const out: Target[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await repo.list('target', { limit: 1000, cursor });
-    for (const t of page.items as unknown as Target[]) if (t.assignments.some((a) => a.vdiskId === vdiskId)) out.push(t);
-    cursor = page.nextCursor ?? undefined;
-  } while (cursor);
-  return out;
+  return ((await listAll(repo, 'target')) as unknown as Target[]).filter((t) => t.assignments.some((a) => a.vdiskId === vdiskId));
 }
 
 async function loadVdisk(repo: FarmRepo, id: string): Promise<Vdisk> {
@@ -312,16 +300,11 @@ async function sweep(deps: ContentDeps, graceSeconds: number): Promise<GcResult>
   // Live: the manifests of existing versions (the version items say which), and open uploads.
   const live = new Set<string>();
   const liveManifests = new Set<string>();
-  let cursor: string | undefined;
-  do {
-    const page = await deps.repo.list('version', { limit: 100, cursor });
-    for (const v of page.items as unknown as Version[]) {
-      if (!v.manifest) continue;
-      liveManifests.add(v.manifest);
-      for (const h of (await loadManifest(deps, v)).chunks) if (h) live.add(h);
-    }
-    cursor = page.nextCursor ?? undefined;
-  } while (cursor);
+  for (const v of (await listAll(deps.repo, 'version')) as unknown as Version[]) {
+    if (!v.manifest) continue;
+    liveManifests.add(v.manifest);
+    for (const h of (await loadManifest(deps, v)).chunks) if (h) live.add(h);
+  }
   for await (const u of deps.blobs.list('uploads/')) {
     const raw = await deps.blobs.get(u.key);
     if (raw) for (const h of (JSON.parse(raw.toString('utf8')) as UploadSession).chunks) if (h) live.add(h);
@@ -353,7 +336,6 @@ async function sweep(deps: ContentDeps, graceSeconds: number): Promise<GcResult>
 // ---------------------------------------------------------------- helpers
 
 async function hashStream(stream: AsyncIterable<Uint8Array>): Promise<{ hash: string; size: number }> {
-  const { createHash } = await import('node:crypto');
   const h = createHash('sha256');
   let size = 0;
   for await (const part of stream) {

@@ -17,8 +17,9 @@ import {
   type Principal,
 } from '../../model/index.js';
 import type { Env } from '../auth.js';
-import type { FarmRepo, ListQuery, Obj } from '../storage/repo.js';
-import { versionsOf } from '../vdisk-content.js';
+import type { FarmRepo } from '../storage/repo.js';
+import { listAll } from '../storage/list-all.js';
+import { targetsUsing, versionsOf } from '../vdisk-content.js';
 import { errorResponses, load } from './resource.js';
 
 export interface ReplicationDeps {
@@ -120,22 +121,6 @@ async function appliancesFor(repo: FarmRepo, p: Principal): Promise<MatrixApplia
  * assignment (like the vDisk's) makes it one read per site.
  */
 async function sitesNeedingVdisk(repo: FarmRepo, vdiskId: string, p: Principal): Promise<Set<string>> {
-  const sites = new Set<string>();
-  if ((await repo.refCount('vdisk', vdiskId, 'target')) === 0) return sites;
-  for (const t of await listAll(repo, 'target', p.siteId ? { siteId: p.siteId } : {})) {
-    const assigned = (t.assignments as { vdiskId: string }[] | undefined) ?? [];
-    if (assigned.some((a) => a.vdiskId === vdiskId)) sites.add(t.siteId as string);
-  }
-  return sites;
-}
-
-async function listAll(repo: FarmRepo, kind: 'appliance' | 'target', scope: Pick<ListQuery, 'parent' | 'siteId'>): Promise<Obj[]> {
-  const out: Obj[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await repo.list(kind, { ...scope, limit: 1000, cursor });
-    out.push(...page.items);
-    cursor = page.nextCursor ?? undefined;
-  } while (cursor);
-  return out;
+  if ((await repo.refCount('vdisk', vdiskId, 'target')) === 0) return new Set();
+  return new Set((await targetsUsing(repo, vdiskId)).map((t) => t.siteId).filter((s) => !p.siteId || s === p.siteId));
 }

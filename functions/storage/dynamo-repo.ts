@@ -31,7 +31,7 @@ import {
   type Token,
   type TokenInput,
 } from '../../model/index.js';
-import { newId, randomBase32 } from './ids.js';
+import { randomBase32 } from './ids.js';
 import { KIND_LABEL, RELATIONS, siteOf, type Ref, type StoredKind } from './relations.js';
 import type { AuditQuery, Expected, FarmRepo, FarmView, ListQuery, Mutation, Obj, Page } from './repo.js';
 import { GSI1, GSI2 } from './table.js';
@@ -379,7 +379,6 @@ export class DynamoFarmRepo implements FarmRepo {
       out.push(...((r.Items ?? []) as Raw[]).map(DynamoFarmRepo.toObj));
       cursor = r.LastEvaluatedKey;
     } while (cursor);
-    void parentKind;
     return out;
   }
 
@@ -566,7 +565,6 @@ export class DynamoFarmRepo implements FarmRepo {
   private async commit(kind: StoredKind, tx: TxItem[], onFail: ((o: Obj) => FarmError)[], audit: TxItem | null): Promise<void> {
     tx.push({ Update: { TableName: this.table, Key: REVISION_KEY, UpdateExpression: 'ADD rev :one', ExpressionAttributeValues: { ':one': 1 } } });
     if (audit) tx.push(audit);
-    void kind;
     await this.transact(tx, (i) => onFail[i]?.({} as Obj) ?? new FarmError('internal', 'transaction failed'));
   }
 
@@ -662,4 +660,3 @@ function backoff(attempt: number): Promise<void> {
   return new Promise((r) => setTimeout(r, Math.random() * cap));
 }
 
-export { newId };
