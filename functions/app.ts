@@ -18,6 +18,7 @@ import type { BlobStore } from './storage/blobs.js';
 import type { Signer } from './signing.js';
 import { contentRoutes } from './routes/content.js';
 import { replicationRoutes } from './routes/replication.js';
+import { applianceRoutes } from './routes/appliances.js';
 
 export interface AppDeps {
   repo: FarmRepo;
@@ -70,7 +71,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
   }
   app.route('/v1', contentRoutes(content));
   app.route('/v1', replicationRoutes({ repo: deps.repo, clock }));
-  app.route('/v1/tokens', tokenRoutes(deps.repo));
+  app.route('/v1', applianceRoutes(content));
+  app.route('/v1/tokens', tokenRoutes(deps.repo, clock));
   app.route('/v1/audit', auditRoutes(deps.repo));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'API token from `bootfarm token create`' });

@@ -62,7 +62,7 @@ export const applianceResource: ResourceSpec = {
   input: ApplianceInputSchema,
   newId: idFor('appliance'),
   immutable: ['siteId'],
-  readOnly: { lastHeartbeat: null, inventory: null },
+  readOnly: { lastHeartbeat: null, inventory: null, status: null },
   filters: { siteId: siteFilter('appliances') },
   siteScope: (siteId) => ({ parent: { kind: 'site', id: siteId } }),
 };

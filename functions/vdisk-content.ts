@@ -9,6 +9,7 @@ import {
   MANIFEST_FORMAT,
   chunkKey,
   sha256Hex,
+  contentHash,
   signManifest,
   verifyManifest,
   type Content,
@@ -135,7 +136,6 @@ export async function createVersion(deps: ContentDeps, vdiskId: string, nv: NewV
 }
 
 /** Identity of a disk's content, independent of version numbers. */
-export const contentHash = (c: Content) => sha256Hex(Buffer.from(JSON.stringify([c.sizeBytes, c.chunkSize, c.chunks])));
 
 // ------------------------------------------------------------------ uploads
 

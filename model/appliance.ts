@@ -56,11 +56,45 @@ export const InventorySchema = z
   .meta({ id: 'Inventory' });
 export type Inventory = z.infer<typeof InventorySchema>;
 
+/** What an appliance says about itself every few seconds (PUT /v1/appliances/{id}/status). */
+export const ApplianceStatusSchema = z
+  .object({
+    /** bootfarm version the appliance runs. */
+    softwareVersion: z.string().max(64),
+    startedAt: z.iso.datetime({ offset: true }),
+    /** 1-minute load average of the box. */
+    load: z.number().min(0).max(1e6),
+    /** Open streaming sessions (HTTP and NBD clients). */
+    sessions: z.number().int().min(0),
+    /** Farm revision of the snapshot it boots from; null before its first snapshot. */
+    snapshotRevision: z.number().int().min(0).nullable(),
+    inventoryDigest: z.string().max(64),
+    cacheBytes: z.number().int().min(0),
+    /** Events written while the cloud was unreachable and not delivered yet. */
+    outboxPending: z.number().int().min(0),
+    /** When it last lost the control plane; null while connected. Reported after the fact, when the link is back. */
+    offlineSince: z.iso.datetime({ offset: true }).nullable(),
+  })
+  .strict()
+  .meta({ id: 'ApplianceStatus' });
+export type ApplianceStatus = z.infer<typeof ApplianceStatusSchema>;
+
+export const ApplianceStatusReportSchema = z
+  .object({
+    status: ApplianceStatusSchema,
+    /** Sent when it changed (the digest in status says which one the cloud should have). */
+    inventory: InventorySchema.optional(),
+  })
+  .strict()
+  .meta({ id: 'ApplianceStatusReport' });
+export type ApplianceStatusReport = z.infer<typeof ApplianceStatusReportSchema>;
+
 export const ApplianceSchema = ApplianceInputSchema.extend({
   ...systemFields,
   /** Written by the appliance itself. */
   lastHeartbeat: z.string().nullable(),
   inventory: InventorySchema.nullable(),
+  status: ApplianceStatusSchema.nullable().optional(),
 }).meta({ id: 'Appliance' });
 export type ApplianceInput = z.infer<typeof ApplianceInputSchema>;
 export type Appliance = z.infer<typeof ApplianceSchema>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ROLES } from './auth.js';
+import { PRINCIPAL_ROLES } from './auth.js';
 
 export const AuditChangeSchema = z.object({
   /** Dotted path of the property, e.g. bootstrap.pollingTimeoutMs. */
@@ -13,7 +13,7 @@ export const AuditRecordSchema = z
   .object({
     id: z.string(),
     at: z.string().meta({ description: 'ISO 8601 time of the change' }),
-    actor: z.object({ tokenId: z.string(), name: z.string(), role: z.enum([...ROLES, 'system']) }),
+    actor: z.object({ tokenId: z.string(), name: z.string(), role: z.enum([...PRINCIPAL_ROLES, 'system']) }),
     objectType: z.string(),
     objectId: z.string(),
     siteId: z.string().nullable(),

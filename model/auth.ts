@@ -2,9 +2,18 @@ import { z } from 'zod';
 import { IdSchema } from './common.js';
 import { FarmError } from './errors.js';
 
-/** PVS administrator roles, minus the Windows groups: each API token carries one. */
-export const ROLES = ['farm-admin', 'site-admin', 'device-operator', 'read-only'] as const;
-export type Role = (typeof ROLES)[number];
+/**
+ * Roles a farm admin can give a token: PVS administrator roles minus the
+ * Windows groups, plus `appliance-enrol`, a one-time token an installer trades
+ * for an appliance credential (`POST /v1/appliances/enrol`).
+ */
+export const ROLES = ['farm-admin', 'site-admin', 'device-operator', 'read-only', 'appliance-enrol'] as const;
+/** Every role a principal can have: `appliance` credentials are made only by enrolment. */
+export const PRINCIPAL_ROLES = [...ROLES, 'appliance'] as const;
+export type Role = (typeof PRINCIPAL_ROLES)[number];
+export type TokenRole = (typeof ROLES)[number];
+/** How long an enrolment token stays valid when its creator gives no expiry. */
+export const DEFAULT_ENROL_TTL_MS = 24 * 3600 * 1000;
 
 export const TokenInputSchema = z
   .object({
@@ -16,7 +25,7 @@ export const TokenInputSchema = z
   })
   .strict()
   .superRefine((t, ctx) => {
-    if (t.role === 'site-admin' && !t.siteId) ctx.addIssue({ code: 'custom', path: ['siteId'], message: 'required for role site-admin' });
+    if ((t.role === 'site-admin' || t.role === 'appliance-enrol') && !t.siteId) ctx.addIssue({ code: 'custom', path: ['siteId'], message: `required for role ${t.role}` });
     if (t.role === 'farm-admin' && t.siteId) ctx.addIssue({ code: 'custom', path: ['siteId'], message: 'not allowed for role farm-admin' });
   });
 export type TokenInput = z.infer<typeof TokenInputSchema>;
@@ -25,8 +34,10 @@ export const TokenSchema = z
   .object({
     id: z.string(),
     name: z.string(),
-    role: z.enum(ROLES),
+    role: z.enum(PRINCIPAL_ROLES),
     siteId: IdSchema.nullable(),
+    /** For role appliance: the appliance the credential belongs to. */
+    applianceId: IdSchema.nullable().optional(),
     expiresAt: z.string().nullable(),
     createdAt: z.string(),
     createdBy: z.string(),
@@ -41,7 +52,12 @@ export interface Principal {
   role: Role;
   /** Site scope; null = the whole farm. */
   siteId: string | null;
+  /** Role appliance: the appliance this credential belongs to. */
+  applianceId?: string | null;
 }
+
+/** Appliance credentials and enrolment tokens: only the appliance routes accept them, each checking its own scope. */
+export const isApplianceRole = (role: Role) => role === 'appliance' || role === 'appliance-enrol';
 
 export type ObjectKind = 'farm' | 'site' | 'appliance' | 'store' | 'vdisk' | 'version' | 'collection' | 'target' | 'token' | 'audit';
 export type Action = 'read' | 'create' | 'update' | 'delete';
@@ -59,6 +75,7 @@ export function authorize(p: Principal, action: Action, kind: ObjectKind, siteId
   const deny = (why: string): never => {
     throw new FarmError('forbidden', `${p.role} token "${p.name}" may not ${action} ${kind}: ${why}`);
   };
+  if (isApplianceRole(p.role)) deny(p.role === 'appliance' ? 'appliance credentials may only read their site snapshot and report their own status and events' : 'enrolment tokens may only enrol an appliance');
   const inScope = p.siteId === null || siteId === null || siteId === p.siteId;
   if (kind === 'token') deny('tokens are managed by farm admins');
   if (action === 'read') {

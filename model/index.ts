@@ -13,3 +13,5 @@ export * from './audit.js';
 export * from './patch.js';
 export * from './manifest.js';
 export * from './replication.js';
+export * from './snapshot.js';
+export * from './events.js';

@@ -80,6 +80,9 @@ export interface SigningKey {
   publicKeyPem: string;
 }
 
+/** A version's identity by content: SHA-256 over [sizeBytes, chunkSize, chunks]. Appliances and the API compare versions by it. */
+export const contentHash = (c: Pick<Content, 'sizeBytes' | 'chunkSize' | 'chunks'>) => sha256Hex(Buffer.from(JSON.stringify([c.sizeBytes, c.chunkSize, c.chunks])));
+
 export const chunkCount = (sizeBytes: number, chunkSize: number) => Math.ceil(sizeBytes / chunkSize);
 
 /** Byte range [start, end) of chunk i. */

@@ -12,6 +12,7 @@ import {
 } from '../../model/index.js';
 import type { Env } from '../auth.js';
 import { collectGarbage, commitUpload, createVersion, loadManifest, openUpload, uploadUrls, versionsOf, type ContentDeps } from '../vdisk-content.js';
+import { siteUsesVdisk } from './appliances.js';
 import { errorResponses, load, respond } from './resource.js';
 
 const security = [{ bearer: [] }];
@@ -107,8 +108,12 @@ export function contentRoutes(deps: ContentDeps): OpenAPIHono<Env> {
       responses: { 200: json(z.unknown(), 'Signed manifest'), ...errorResponses(400, 401, 404) },
     }),
     async (c) => {
-      authorize(c.get('principal'), 'read', 'version', null);
+      const p = c.get('principal');
       const { id, number } = c.req.valid('param');
+      // Appliances fetch manifests of the vDisks their site's targets use, and no others.
+      if (p.role === 'appliance') {
+        if (!p.siteId || !(await siteUsesVdisk(deps.repo, p.siteId, id))) throw new FarmError('forbidden', `vDisk ${id} is not assigned to any target of site ${p.siteId}`);
+      } else authorize(p, 'read', 'version', null);
       const v = await load('version', `${id}.${Number(number)}`, deps.repo);
       const raw = await deps.blobs.get(v.manifest as string);
       if (!raw) throw new FarmError('internal', `manifest of version ${number} is missing`);

@@ -1,5 +1,5 @@
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
-import { PageQuerySchema, TokenInputSchema, TokenSchema, authorize, pageOf } from '../../model/index.js';
+import { DEFAULT_ENROL_TTL_MS, PageQuerySchema, TokenInputSchema, TokenSchema, authorize, pageOf } from '../../model/index.js';
 import type { Env } from '../auth.js';
 import type { FarmRepo } from '../storage/repo.js';
 import { errorResponses } from './resource.js';
@@ -7,7 +7,7 @@ import { errorResponses } from './resource.js';
 const CreatedTokenSchema = TokenSchema.extend({ token: z.string().meta({ description: 'The bearer token. Shown once: only its hash is stored.' }) }).meta({ id: 'CreatedToken' });
 
 /** API tokens (farm admins only). */
-export function tokenRoutes(repo: FarmRepo): OpenAPIHono<Env> {
+export function tokenRoutes(repo: FarmRepo, clock: () => Date = () => new Date()): OpenAPIHono<Env> {
   const app = new OpenAPIHono<Env>();
   const security = [{ bearer: [] }];
   app.openapi(
@@ -31,7 +31,10 @@ export function tokenRoutes(repo: FarmRepo): OpenAPIHono<Env> {
     async (c) => {
       const p = c.get('principal');
       authorize(p, 'create', 'token', null);
-      const { token, secret } = await repo.createToken(c.req.valid('json'), p);
+      const input = c.req.valid('json');
+      // Enrolment tokens are one-time and short-lived unless their creator says otherwise.
+      if (input.role === 'appliance-enrol' && !input.expiresAt) input.expiresAt = new Date(clock().getTime() + DEFAULT_ENROL_TTL_MS).toISOString();
+      const { token, secret } = await repo.createToken(input, p);
       c.header('Cache-Control', 'no-store');
       return c.json({ ...token, token: secret }, 201);
     },

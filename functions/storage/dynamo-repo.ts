@@ -16,6 +16,7 @@ import {
   PutCommand,
   QueryCommand,
   TransactWriteCommand,
+  UpdateCommand,
   type DynamoDBDocumentClient,
   type QueryCommandInput,
   type TransactWriteCommandInput,
@@ -26,6 +27,9 @@ import {
   diffObjects,
   type AuditChange,
   type AuditRecord,
+  type ApplianceStatus,
+  type Inventory,
+  type StoredEvent,
   type FarmSettings,
   type Principal,
   type Token,
@@ -416,19 +420,85 @@ export class DynamoFarmRepo implements FarmRepo {
     return { object: view, revision: view.revision };
   }
 
+  // ---------------------------------------------------------------- appliances
+
+  async reportStatus(applianceId: string, report: { lastHeartbeat: string; status: ApplianceStatus; inventory?: Inventory }): Promise<void> {
+    // Written beside the configuration: no version bump, no revision bump, no audit, so heartbeats never change snapshots or ETags.
+    const names: Record<string, string> = { '#d': 'data', '#h': 'lastHeartbeat', '#s': 'status' };
+    const values: Record<string, unknown> = { ':h': report.lastHeartbeat, ':s': report.status };
+    let expr = 'SET #d.#h = :h, #d.#s = :s';
+    if (report.inventory) {
+      names['#i'] = 'inventory';
+      values[':i'] = report.inventory;
+      expr += ', #d.#i = :i';
+    }
+    try {
+      await this.doc.send(new UpdateCommand({ TableName: this.table, Key: this.key('appliance', applianceId), UpdateExpression: expr, ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeNames: names, ExpressionAttributeValues: values }));
+    } catch (e) {
+      if ((e as { name?: string }).name === 'ConditionalCheckFailedException') throw new FarmError('not_found', `appliance ${applianceId} does not exist`);
+      throw e;
+    }
+  }
+
+  async peerSecret(siteId: string): Promise<string> {
+    const key = { pk: 'site-secret', sk: siteId };
+    const r = await this.doc.send(new GetCommand({ TableName: this.table, Key: key, ConsistentRead: true }));
+    if (r.Item) return r.Item.secret as string;
+    const secret = randomBytes(32).toString('base64url');
+    try {
+      await this.doc.send(new PutCommand({ TableName: this.table, Item: { ...key, secret }, ConditionExpression: 'attribute_not_exists(pk)' }));
+      return secret;
+    } catch (e) {
+      if ((e as { name?: string }).name !== 'ConditionalCheckFailedException') throw e;
+      // Another request made it first: use that one.
+      const again = await this.doc.send(new GetCommand({ TableName: this.table, Key: key, ConsistentRead: true }));
+      return again.Item!.secret as string;
+    }
+  }
+
+  async getEvent(siteId: string, id: string): Promise<StoredEvent | null> {
+    const r = await this.doc.send(new GetCommand({ TableName: this.table, Key: { pk: `event#${siteId}`, sk: id }, ConsistentRead: true }));
+    return (r.Item?.data as StoredEvent | undefined) ?? null;
+  }
+
+  async putEvent(e: StoredEvent): Promise<boolean> {
+    try {
+      await this.doc.send(new PutCommand({ TableName: this.table, Item: { pk: `event#${e.siteId}`, sk: e.id, data: e }, ConditionExpression: 'attribute_not_exists(pk)' }));
+      return true;
+    } catch (err) {
+      if ((err as { name?: string }).name === 'ConditionalCheckFailedException') return false;
+      throw err;
+    }
+  }
+
+  async listEvents(siteId: string, limit: number, cursor?: string): Promise<Page<StoredEvent>> {
+    const pk = `event#${siteId}`;
+    const page = await this.query({ TableName: this.table, KeyConditionExpression: 'pk = :k', ExpressionAttributeValues: { ':k': pk }, ScanIndexForward: false }, limit, cursor, ['pk', pk]);
+    return { items: page.items.map((i) => i.data as StoredEvent), nextCursor: page.nextCursor };
+  }
+
   // ---------------------------------------------------------------- tokens
 
   async createToken(input: TokenInput, actor: Principal): Promise<{ token: Token; secret: string }> {
+    return this.putToken({ name: input.name, role: input.role, siteId: input.siteId, expiresAt: input.expiresAt, applianceId: null }, actor);
+  }
+
+  async createApplianceCredential(appliance: { id: string; siteId: string; name: string }, actor: Principal): Promise<{ token: Token; secret: string }> {
+    return this.putToken({ name: `appliance ${appliance.name}`.slice(0, 64), role: 'appliance', siteId: appliance.siteId, expiresAt: null, applianceId: appliance.id }, actor);
+  }
+
+  private async putToken(t: Pick<Token, 'name' | 'role' | 'siteId' | 'expiresAt'> & { applianceId: string | null }, actor: Principal): Promise<{ token: Token; secret: string }> {
     const id = randomBase32(16);
     const secretPart = randomBytes(32).toString('base64url');
     const now = this.clock().toISOString();
-    const token: Token = { id, name: input.name, role: input.role, siteId: input.siteId, expiresAt: input.expiresAt, createdAt: now, createdBy: actor.name };
+    const token: Token = { id, name: t.name, role: t.role, siteId: t.siteId, ...(t.applianceId ? { applianceId: t.applianceId } : {}), expiresAt: t.expiresAt, createdAt: now, createdBy: actor.name };
     const tx: TxItem[] = [{ Put: { TableName: this.table, Item: { pk: 'token', sk: id, data: token, hash: sha256(secretPart) }, ConditionExpression: 'attribute_not_exists(pk)' } }];
-    // A site-scoped token counts as a reference: its site cannot be deleted while the token exists.
-    if (input.siteId) tx.push(this.addRef({ kind: 'site', id: input.siteId, field: 'siteId' }, 'token', 1));
+    // A scoped token counts as a reference: its site (and appliance) cannot be deleted while the token exists.
+    const refs = tokenRefs(token);
+    for (const ref of refs) tx.push(this.addRef(ref, 'token', 1));
     const audit = this.auditItem('token' as StoredKind, { ...token, version: 1, updatedAt: now } as unknown as Obj, 'create', diffObjects({}, token), actor, now);
     if ((await this.settings()).auditing) tx.push(audit);
-    await this.transact(tx, (i) => (i === 1 ? missingRef({ kind: 'site', id: input.siteId!, field: 'siteId' }) : new FarmError('internal', 'token id collision')));
+    await this.transact(tx, (i) => (i >= 1 && i <= refs.length ? missingRef(refs[i - 1]!) : new FarmError('internal', 'token id collision')));
     return { token, secret: `bft_${id}_${secretPart}` };
   }
 
@@ -442,7 +512,7 @@ export class DynamoFarmRepo implements FarmRepo {
     if (want.length !== got.length || !timingSafeEqual(want, got)) return null;
     const t = r.Item.data as Token;
     if (t.expiresAt && Date.parse(t.expiresAt) <= now.getTime()) return null;
-    return { tokenId: t.id, name: t.name, role: t.role, siteId: t.siteId };
+    return { tokenId: t.id, name: t.name, role: t.role, siteId: t.siteId, applianceId: t.applianceId ?? null };
   }
 
   async listTokens(limit: number, cursor?: string): Promise<Page<Token>> {
@@ -456,7 +526,7 @@ export class DynamoFarmRepo implements FarmRepo {
     const token = r.Item.data as Token;
     const now = this.clock().toISOString();
     const tx: TxItem[] = [{ Delete: { TableName: this.table, Key: { pk: 'token', sk: id }, ConditionExpression: 'attribute_exists(pk)' } }];
-    if (token.siteId) tx.push(this.addRef({ kind: 'site', id: token.siteId, field: 'siteId' }, 'token', -1));
+    for (const ref of tokenRefs(token)) tx.push(this.addRef(ref, 'token', -1));
     if ((await this.settings()).auditing) tx.push(this.auditItem('token' as StoredKind, { ...token } as unknown as Obj, 'delete', diffObjects(token, {}), actor, now));
     await this.transact(tx, () => new FarmError('not_found', `token ${id} does not exist`));
   }
@@ -628,6 +698,13 @@ function missingRef(ref: Ref) {
 function checkExpected(kind: StoredKind, current: Obj, expected: Expected) {
   if (expected !== null && current.version !== expected)
     throw new FarmError('version_mismatch', `${KIND_LABEL[kind][0]} ${current.id} is at version ${current.version}, not ${expected}: fetch it again and reapply your change`);
+}
+
+function tokenRefs(t: Pick<Token, 'siteId' | 'applianceId'>): Ref[] {
+  const refs: Ref[] = [];
+  if (t.siteId) refs.push({ kind: 'site', id: t.siteId, field: 'siteId' });
+  if (t.applianceId) refs.push({ kind: 'appliance', id: t.applianceId, field: 'applianceId' });
+  return refs;
 }
 
 function describeUse(kind: StoredKind, current: Obj, raw: Raw, blockers: (StoredKind | 'token')[]): FarmError | null {

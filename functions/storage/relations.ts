@@ -73,7 +73,8 @@ export const RELATIONS: Record<StoredKind, Relations> = {
     idPrefix: 'app',
     uniques: (o) => [{ scope: 'appliance-name', value: lower(o.name), field: 'name', what: `an appliance named "${s(o, 'name')}"` }],
     refs: (o) => [{ kind: 'site', id: s(o, 'siteId'), field: 'siteId' }],
-    referencedBy: ['vdisk'],
+    // An enrolled appliance's credential: revoke it (bootfarm token revoke) before deleting the appliance.
+    referencedBy: ['vdisk', 'token'],
     parent: (o) => ({ kind: 'site', id: s(o, 'siteId') }),
     sortKey: (o) => lower(o.name),
   },

@@ -2,7 +2,7 @@
  * The storage interface the API owns. One implementation (DynamoDB, tested
  * against DynamoDB Local); the API never sees keys, indexes or transactions.
  */
-import type { AuditRecord, FarmSettings, Principal, Token, TokenInput } from '../../model/index.js';
+import type { ApplianceStatus, AuditRecord, FarmSettings, Inventory, Principal, StoredEvent, Token, TokenInput } from '../../model/index.js';
 import type { StoredKind } from './relations.js';
 
 export type Obj = Record<string, unknown> & { id: string; version: number; createdAt: string; updatedAt: string };
@@ -67,6 +67,18 @@ export interface FarmRepo {
   /** The principal of a bearer token, or null when unknown, revoked, expired or malformed. */
   authenticate(bearer: string, now: Date): Promise<Principal | null>;
   listTokens(limit: number, cursor?: string): Promise<Page<Token>>;
+  /** The credential an enrolled appliance uses (role appliance, scoped to its site and itself). */
+  createApplianceCredential(appliance: { id: string; siteId: string; name: string }, actor: Principal): Promise<{ token: Token; secret: string }>;
+
+  /** Heartbeat, status and inventory of an appliance: stored beside its configuration, without a revision bump or audit. */
+  reportStatus(applianceId: string, report: { lastHeartbeat: string; status: ApplianceStatus; inventory?: Inventory }): Promise<void>;
+  /** The secret a site's appliances share to authenticate each other on the LAN (made on first use). */
+  peerSecret(siteId: string): Promise<string>;
+  getEvent(siteId: string, id: string): Promise<StoredEvent | null>;
+  /** Stores an event once: false when one with its id is already there. */
+  putEvent(e: StoredEvent): Promise<boolean>;
+  /** A site's events, newest first. */
+  listEvents(siteId: string, limit: number, cursor?: string): Promise<Page<StoredEvent>>;
   revokeToken(id: string, actor: Principal): Promise<void>;
 
   audit(q: AuditQuery): Promise<Page<AuditRecord>>;

@@ -1,0 +1,87 @@
+/**
+ * Events an appliance reports: boots, and what it decided on its own while the
+ * cloud was unreachable (auto-added targets). They wait in a durable outbox on
+ * the appliance and are delivered at least once; the id is the idempotency key,
+ * so a redelivered event is recognised and not applied twice.
+ */
+import { z } from 'zod';
+import { IdSchema, MacSchema } from './common.js';
+import { TargetInputSchema } from './target.js';
+
+/** Time-ordered and unique per appliance: `<ms since epoch, base36, 9 chars>-<random>`. */
+export const EventIdSchema = z.string().regex(/^[0-9a-z]{9}-[0-9a-z]{8,32}$/, 'must be <base36 time>-<random>, as the appliance makes it');
+
+const base = { id: EventIdSchema, at: z.iso.datetime({ offset: true }) };
+
+export const ApplianceEventSchema = z.discriminatedUnion('type', [
+  z
+    .object({
+      ...base,
+      type: z.literal('boot'),
+      data: z
+        .object({
+          mac: MacSchema,
+          targetId: IdSchema.nullable(),
+          /** What the appliance answered: a boot script for a vDisk, local disk, or a refusal (disabled, unknown, no version). */
+          outcome: z.enum(['vdisk', 'local-disk', 'refused']),
+          vdiskId: IdSchema.nullable().default(null),
+          version: z.number().int().min(0).nullable().default(null),
+          /** The appliance chosen to stream the disk. */
+          streamingApplianceId: IdSchema.nullable().default(null),
+          message: z.string().max(500).default(''),
+        })
+        .strict(),
+    })
+    .strict(),
+  z
+    .object({
+      ...base,
+      type: z.literal('target-auto-added'),
+      /** The target exactly as the appliance added it to its own snapshot. */
+      data: z.object({ target: TargetInputSchema }).strict(),
+    })
+    .strict(),
+  z
+    .object({
+      ...base,
+      type: z.literal('notice'),
+      data: z.object({ level: z.enum(['info', 'warn', 'error']), message: z.string().max(2000) }).strict(),
+    })
+    .strict(),
+]);
+export type ApplianceEvent = z.infer<typeof ApplianceEventSchema>;
+
+export const EventBatchSchema = z
+  .object({ events: z.array(ApplianceEventSchema).min(1).max(100, 'at most 100 events per request') })
+  .strict()
+  .meta({ id: 'EventBatch' });
+
+/** What the control plane did with one event. `duplicate`: delivered before, nothing done again. */
+export const EventResultSchema = z.object({
+  id: z.string(),
+  outcome: z.enum(['recorded', 'duplicate', 'created', 'exists', 'renamed', 'rejected']),
+  message: z.string().optional(),
+  targetId: z.string().optional(),
+});
+export type EventResult = z.infer<typeof EventResultSchema>;
+
+export const StoredEventSchema = z
+  .object({
+    id: z.string(),
+    siteId: z.string(),
+    applianceId: z.string(),
+    type: z.string(),
+    at: z.string(),
+    receivedAt: z.string(),
+    data: z.record(z.string(), z.unknown()),
+    result: EventResultSchema,
+  })
+  .meta({ id: 'ApplianceEventRecord' });
+export type StoredEvent = z.infer<typeof StoredEventSchema>;
+
+/** A new event id: sortable by time, unique with 64 random bits. */
+export function newEventId(now: Date, random: Uint8Array): string {
+  const t = now.getTime().toString(36).padStart(9, '0');
+  const r = Buffer.from(random).toString('hex').replace(/[^0-9a-z]/g, '').slice(0, 16).padEnd(8, '0');
+  return `${t}-${r}`;
+}
