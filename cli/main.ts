@@ -3,6 +3,8 @@
  * the environment; commands talk to the API with a token like any client.
  */
 import { Command, CommanderError, Option } from 'commander';
+import { fileURLToPath } from 'node:url';
+import { ROLES } from '../model/auth.js';
 import { normalizeMac } from '../model/mac.js';
 import { ApiClient, ApiError } from './client.js';
 import { configPath, readConfig, resolveConnection, writeConfig } from './config.js';
@@ -144,6 +146,8 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
     .option('--data-dir <dir>', 'where the local farm keeps its data (env BOOTFARM_DATA_DIR)')
     .option('--no-seed', 'do not create the demo site, store and collection')
     .option('--no-configure-cli', 'do not point the CLI config at this farm')
+    .option('--appliance-port <port>', 'HTTP port of the local appliance', '7071')
+    .option('--no-appliance', 'do not run a local appliance')
     .action(async (o) => {
       const { runDev } = await import('../functions/local/dev.js');
       await runDev({
@@ -151,6 +155,7 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
         host: o.host,
         dataDir: o.dataDir ?? process.env.BOOTFARM_DATA_DIR ?? '.bootfarm',
         seed: o.seed,
+        appliancePort: o.appliance ? Number(o.appliancePort) : null,
         log: out.log,
         onReady: async ({ api, token }) => {
           if (!o.configureCli) return;
@@ -291,18 +296,81 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
       print(r, () => `scanned ${r.scanned} chunks in ${r.manifests} manifests: deleted ${r.deleted} (${humanSize(r.deletedBytes)}), kept ${r.keptYoung} young`);
     });
 
+  const applianceCmd = program.commands.find((c) => c.name() === 'appliance')!;
+  applianceCmd
+    .command('install')
+    .description('enrol this machine as an appliance of a site and install its systemd unit')
+    .addHelpText('after', '\nNeeds --api <url> and --token <one-time enrolment token from: bootfarm token create --role appliance-enrol --site S>.')
+    .option('--data-dir <dir>', 'where the appliance keeps its config, credential and vDisk cache', '/var/lib/bootfarm')
+    .option('--name <name>', 'appliance name (default: the host name)')
+    .option('--address <ip>', 'management address peers and the console use (default: the first IPv4 address)')
+    .option('--streaming-address <ip>', 'address targets stream from (repeatable; default: the management address)', collect, [])
+    .option('--port <port>', 'HTTP port of the appliance (health, metrics, peers, boot scripts)', '80')
+    .option('--listen <host>', 'address the HTTP service binds', '0.0.0.0')
+    .option('--bootstrap-dir <dir>', 'iPXE bootstrap files (Debian package ipxe)', '/usr/lib/ipxe')
+    .option('--min-free <GiB>', 'free disk required for the vDisk cache', '10')
+    .option('--no-systemd', 'do not install the systemd unit')
+    .option('--systemd-dir <dir>', 'where the unit goes', '/etc/systemd/system')
+    .option('--force', 'enrol again over an existing installation')
+    .action(async (o) => {
+      const { install, InstallError } = await import('../appliance/install.js');
+      // --api and --token are the program's own options (bootfarm appliance install --api URL --token T).
+      const { api, token: enrolToken } = g();
+      if (!api || !enrolToken) throw new UsageError('appliance install needs --api <url> and --token <enrolment token>');
+      try {
+        const r = await install({
+          apiUrl: api,
+          token: enrolToken,
+          dataDir: o.dataDir,
+          name: o.name,
+          managementAddress: o.address,
+          streamingAddresses: o.streamingAddress.length ? o.streamingAddress : undefined,
+          httpPort: Number(o.port),
+          httpHost: o.listen,
+          bootstrapDir: o.bootstrapDir,
+          minFreeBytes: Number(o.minFree) * 2 ** 30,
+          systemd: o.systemd,
+          systemdDir: o.systemdDir,
+          cliPath: fileURLToPath(new URL('../bin/bootfarm.js', import.meta.url)),
+          force: Boolean(o.force),
+        });
+        print({ ...r, config: r.config }, () =>
+          [`enrolled appliance ${r.config.name} (${r.config.applianceId}) in site ${r.config.siteId}`, `config: ${r.configPath}`, `credential: ${r.credentialPath} (0600)`, ...(r.unitPath ? [`unit: ${r.unitPath}`] : []), ...r.notes].join('\n'),
+        );
+      } catch (e) {
+        if (e instanceof InstallError) throw new UsageError(e.message);
+        throw e;
+      }
+    });
+  applianceCmd
+    .command('run')
+    .description('run the appliance daemon in the foreground (what the systemd unit calls)')
+    .option('--data-dir <dir>', 'the appliance data folder', '/var/lib/bootfarm')
+    .option('--log-level <level>', 'override the configured log level')
+    .action(async (o) => {
+      const { runAppliance } = await import('../appliance/run.js');
+      const { ConfigError } = await import('../appliance/config.js');
+      try {
+        await runAppliance({ dataDir: o.dataDir, logLevel: o.logLevel, handleSignals: true });
+      } catch (e) {
+        if (e instanceof ConfigError) throw new UsageError(e.message);
+        throw e;
+      }
+      await new Promise(() => undefined);
+    });
+
   const token = program.command('token').description('API tokens (farm admins)');
   token
     .command('create')
-    .addOption(new Option('--role <role>', 'role').choices(['farm-admin', 'site-admin', 'device-operator', 'read-only']).makeOptionMandatory())
-    .option('--site <site>', 'limit the token to one site (required for site-admin)')
+    .addOption(new Option('--role <role>', 'role').choices([...ROLES]).makeOptionMandatory())
+    .option('--site <site>', 'limit the token to one site (required for site-admin and appliance-enrol)')
     .option('--name <name>', 'who or what uses the token')
     .option('--expires <time>', 'ISO 8601 expiry time')
     .action(async (o) => {
       const c = await client();
       const body = { role: o.role, name: o.name ?? `${o.role}-${new Date().toISOString().slice(0, 10)}`, siteId: o.site ? await resolve(c, 'site', o.site) : null, expiresAt: o.expires ?? null };
       const r = (await c.request('POST', '/v1/tokens', body)).body;
-      print(r, () => `${r.token}\n(token ${r.id}, role ${r.role}${r.siteId ? `, site ${r.siteId}` : ''}: shown once, store it now)`);
+      print(r, () => `${r.token}\n(token ${r.id}, role ${r.role}${r.siteId ? `, site ${r.siteId}` : ''}${r.role === 'appliance-enrol' ? `, one use, expires ${r.expiresAt}` : ''}: shown once, store it now)`);
     });
   token.command('list').action(async () => {
     const rows = await (await client()).all('/v1/tokens');

@@ -4,6 +4,8 @@
  * is seeded on first start. Ctrl-C stops everything; the next start finds the
  * same farm and the same admin token.
  */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { serve } from '@hono/node-server';
@@ -28,6 +30,8 @@ export interface DevOptions {
   log: (line: string) => void;
   /** Resolves when the farm should stop (default: SIGINT or SIGTERM). */
   until?: Promise<void>;
+  /** Also run one local appliance of the first site (port; null = none). */
+  appliancePort?: number | null;
 }
 
 export const DEV_PRINCIPAL: Principal = { tokenId: 'local', name: 'bootfarm dev', role: 'farm-admin', siteId: null };
@@ -41,6 +45,7 @@ export async function runDev(o: DevOptions): Promise<void> {
   const awsLog = (l: string) => (held ? held.push(`[local-aws] ${l}`) : o.log(`[local-aws] ${l}`));
   const aws = await startLocalAws({ dataDir, log: awsLog });
   let server: ReturnType<typeof serve> | undefined;
+  let appliance: { stop(): Promise<void> } | null = null;
   try {
     await ensureTableAndBucket(aws);
     const repo = dynamoRepo(dynamoClientConfig(aws), aws.tableName);
@@ -64,12 +69,51 @@ export async function runDev(o: DevOptions): Promise<void> {
     held.forEach((l) => o.log(l));
     held = null;
     await o.onReady?.({ api, token });
+    if (o.appliancePort !== null && o.appliancePort !== undefined) appliance = await startLocalAppliance(repo, api, resolve(dataDir, 'appliance'), o.appliancePort, o.log);
     o.log('Ctrl-C stops the farm.');
     await (o.until ?? untilSignal());
     o.log('stopping');
   } finally {
+    await appliance?.stop();
     if (server) await new Promise<void>((ok) => server!.close(() => ok()));
     await aws.stop();
+  }
+}
+
+/**
+ * One appliance on loopback, enrolled into the first site the way an admin
+ * would (enrolment token, install without systemd), then run in-process.
+ * Its JSON log lines are prefixed with [appliance].
+ */
+async function startLocalAppliance(repo: FarmRepo, api: string, dir: string, port: number, log: (line: string) => void): Promise<{ stop(): Promise<void> } | null> {
+  const { install } = await import('../../appliance/install.js');
+  const { loadConfig, loadCredential } = await import('../../appliance/config.js');
+  const { startAppliance } = await import('../../appliance/daemon.js');
+  const { createLogger, logFn } = await import('../../appliance/log.js');
+  const { Writable } = await import('node:stream');
+  try {
+    if (!existsSync(resolve(dir, 'credential'))) {
+      const site = (await repo.list('site', { limit: 1 })).items[0];
+      if (!site) {
+        log('Appliance: none (the farm has no site yet; create one and restart)');
+        return null;
+      }
+      const { secret } = await repo.createToken({ name: 'local-appliance-enrol', role: 'appliance-enrol', siteId: site.id, expiresAt: new Date(Date.now() + 600_000).toISOString() }, DEV_PRINCIPAL);
+      await install({ apiUrl: api, token: secret, dataDir: dir, name: `local-appliance-${randomBytes(2).toString('hex')}`, managementAddress: '127.0.0.1', httpHost: '127.0.0.1', httpPort: port, bootstrapDir: '/usr/lib/ipxe', minFreeBytes: 0, systemd: false, cliPath: '', prerequisites: 'warn' });
+    }
+    const config = await loadConfig(dir);
+    const lines = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l) log(`[appliance] ${l}`);
+        done();
+      },
+    });
+    const handle = await startAppliance({ config, credential: await loadCredential(dir), dataDir: dir, log: logFn(createLogger(config.logLevel, { appliance: config.name }, lines)) });
+    log(`Appliance: ${config.name} (${config.applianceId}) ${handle.url}/healthz`);
+    return handle;
+  } catch (e) {
+    log(`Appliance: not started (${(e as Error).message})`);
+    return null;
   }
 }
 

@@ -1,0 +1,100 @@
+/**
+ * The appliance's own settings, written by `bootfarm appliance install` and
+ * parsed once at start: a bad value stops start-up with a message naming it.
+ * (The farm's settings come from the signed snapshot, not from here.)
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { IdSchema } from '../model/index.js';
+
+export const CONFIG_FILE = 'appliance.json';
+export const CREDENTIAL_FILE = 'credential';
+
+const ms = (min: number, max: number, def: number) => z.number().int().min(min, `must be between ${min} and ${max} ms`).max(max, `must be between ${min} and ${max} ms`).default(def);
+
+export const ApplianceConfigSchema = z
+  .object({
+    /** Control-plane base URL, e.g. https://abc.lambda-url.eu-west-1.on.aws */
+    apiUrl: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }),
+    applianceId: IdSchema,
+    siteId: IdSchema,
+    name: z.string().min(1),
+    /** Farm keys trusted for snapshots and manifests (from enrolment). */
+    signingKeys: z.array(z.object({ keyId: z.string().regex(/^[0-9a-f]{16}$/), publicKeyPem: z.string().includes('BEGIN PUBLIC KEY') }).strict()).min(1),
+    /** Where the HTTP service listens (health, metrics, peer chunks; boot scripts and disks in issue 5). */
+    http: z
+      .object({
+        host: z.string().default('0.0.0.0'),
+        port: z.number().int().min(0).max(65535).default(80),
+      })
+      .strict()
+      .prefault({}),
+    /** How this appliance's peers reach its HTTP service; defaults to http://<managementAddress>:<port>. */
+    advertiseUrl: z.url().nullable().default(null),
+    intervals: z
+      .object({
+        heartbeatMs: ms(1000, 300_000, 5000),
+        /** Snapshot poll: an unchanged farm costs one 304. */
+        pollMs: ms(1000, 3_600_000, 10_000),
+        /** Retry after a failed call to the control plane: full jitter between min and an exponentially growing cap. */
+        retryMinMs: ms(100, 60_000, 1000),
+        retryMaxMs: ms(1000, 3_600_000, 60_000),
+        requestTimeoutMs: ms(1000, 300_000, 15_000),
+      })
+      .strict()
+      .prefault({}),
+    sync: z
+      .object({
+        /** Chunks fetched at once. */
+        concurrency: z.number().int().min(1, 'must be between 1 and 64').max(64, 'must be between 1 and 64').default(4),
+      })
+      .strict()
+      .prefault({}),
+    /** Folder of the bootstrap files (Debian package ipxe). */
+    bootstrapDir: z.string().default('/usr/lib/ipxe'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.intervals.retryMinMs > c.intervals.retryMaxMs) ctx.addIssue({ code: 'custom', path: ['intervals', 'retryMinMs'], message: 'must not exceed intervals.retryMaxMs' });
+  });
+export type ApplianceConfig = z.infer<typeof ApplianceConfigSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Parses a config object; the error names the file, the field and what is wrong with it. */
+export function parseConfig(raw: unknown, where: string): ApplianceConfig {
+  const r = ApplianceConfigSchema.safeParse(raw);
+  if (r.success) return r.data;
+  const lines = r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`);
+  throw new ConfigError(`${where}: ${lines.join('; ')}`);
+}
+
+export async function loadConfig(dataDir: string): Promise<ApplianceConfig> {
+  const path = join(dataDir, CONFIG_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); run bootfarm appliance install first`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`${path}: not JSON (${(e as Error).message})`);
+  }
+  return parseConfig(raw, path);
+}
+
+export async function loadCredential(dataDir: string): Promise<string> {
+  const path = join(dataDir, CREDENTIAL_FILE);
+  const text = (await readFile(path, 'utf8').catch((e: NodeJS.ErrnoException) => {
+    throw new ConfigError(`${path}: cannot read the appliance credential (${e.code}); enrol again with bootfarm appliance install`);
+  })).trim();
+  if (!/^bft_[a-z2-7]{16}_[A-Za-z0-9_-]{43}$/.test(text)) throw new ConfigError(`${path}: not an appliance credential`);
+  return text;
+}

@@ -1,0 +1,370 @@
+/**
+ * The appliance daemon: composes the snapshot store, the vDisk cache, the
+ * outbox and the HTTP service, and runs three loops (snapshot refresh, sync,
+ * heartbeat + outbox delivery). Each loop ends when `stop()` aborts it.
+ *
+ * Offline first: the cached snapshot is used at once on start; the cloud is
+ * only asked for changes. While the control plane is unreachable every loop
+ * retries with backoff and jitter, and nothing on the serving path waits for it.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import { Hono } from 'hono';
+import { API_VERSION } from '../functions/app.js';
+import {
+  inventoryDigest,
+  neededVersions,
+  newEventId,
+  type ApplianceEvent,
+  type ApplianceStatus,
+  type InventoryEntry,
+  type Snapshot,
+} from '../model/index.js';
+import { retryDelay, sleep } from './backoff.js';
+import type { ChunkSource } from './cache/chunk-source.js';
+import { peerRoutes, peerSource } from './cache/peer-source.js';
+import { presignedSource } from './cache/presigned-source.js';
+import { openVdiskCache, type VdiskCache } from './cache/vdisk-cache.js';
+import type { ApplianceConfig } from './config.js';
+import { ControlClient, Refused, Unreachable } from './control-client.js';
+import type { LogFn } from './log.js';
+import { PROMETHEUS_CONTENT_TYPE, renderMetrics, type Metric } from './metrics.js';
+import { Outbox } from './outbox.js';
+import { SnapshotStore, type CachedSnapshot } from './snapshot-store.js';
+
+export interface ApplianceDeps {
+  config: ApplianceConfig;
+  credential: string;
+  dataDir: string;
+  log: LogFn;
+  clock?: () => Date;
+  random?: () => number;
+  fetchImpl?: typeof fetch;
+}
+
+export interface ApplianceHealth {
+  status: 'ok' | 'degraded' | 'starting';
+  applianceId: string;
+  name: string;
+  siteId: string;
+  softwareVersion: string;
+  startedAt: string;
+  snapshot: { revision: number; generatedAt: string; source: 'cache' | 'control-plane' } | null;
+  controlPlane: { reachable: boolean; offlineSince: string | null; offlineSeconds: number; lastContact: string | null; lastError: string | null };
+  cache: { versions: InventoryEntry[]; bytes: number; syncing: boolean };
+  outbox: { pending: number };
+  sessions: number;
+}
+
+export interface ApplianceHandle {
+  /** Base URL of the HTTP service (health, metrics, peers). */
+  url: string;
+  health(): Promise<ApplianceHealth>;
+  /** Queues an event durably (boot, auto-add, notice); delivered when the cloud answers. */
+  emit(event: Omit<ApplianceEvent, 'id' | 'at'> & Partial<Pick<ApplianceEvent, 'id' | 'at'>>): Promise<ApplianceEvent>;
+  /** The snapshot in use, or null before the first one. */
+  snapshot(): Snapshot | null;
+  cache: VdiskCache;
+  /** Streaming servers count their open sessions here (issue 5). */
+  sessions: { open(): () => void; count(): number };
+  /** Resolves when a sync pass has finished with nothing left to fetch. */
+  synced(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHandle> {
+  const { config, log, dataDir } = deps;
+  const clock = deps.clock ?? (() => new Date());
+  const random = deps.random ?? Math.random;
+  const stopping = new AbortController();
+  const policy = { minMs: config.intervals.retryMinMs, maxMs: config.intervals.retryMaxMs };
+  const startedAt = clock();
+
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const keys = () => config.signingKeys;
+  const client = new ControlClient({
+    apiUrl: config.apiUrl,
+    credential: deps.credential,
+    applianceId: config.applianceId,
+    siteId: config.siteId,
+    timeoutMs: config.intervals.requestTimeoutMs,
+    ...(deps.fetchImpl ? { fetchImpl: deps.fetchImpl } : {}),
+    userAgent: `bootfarm-appliance/${API_VERSION}`,
+  });
+  const store = new SnapshotStore(dataDir, keys, log);
+  const outbox = await Outbox.open(join(dataDir, 'outbox'), log);
+
+  // ---- connectivity: one place decides "offline since"
+  const link = { reachable: false, offlineSince: null as Date | null, lastContact: null as Date | null, lastError: null as string | null };
+  const markOnline = () => {
+    if (link.offlineSince) {
+      const seconds = Math.round((clock().getTime() - link.offlineSince.getTime()) / 1000);
+      log('info', 'control plane reachable again', { offlineSince: link.offlineSince.toISOString(), offlineSeconds: seconds });
+      void emit({ type: 'notice', data: { level: 'info', message: `control plane reachable again after ${seconds} s offline (since ${link.offlineSince.toISOString()})` } }).catch(() => undefined);
+    }
+    link.reachable = true;
+    link.offlineSince = null;
+    link.lastContact = clock();
+    link.lastError = null;
+  };
+  const markOffline = (e: Error) => {
+    link.lastError = e.message;
+    if (link.reachable || !link.offlineSince) {
+      link.offlineSince = clock();
+      log('warn', 'control plane unreachable: serving from the cached snapshot', { reason: e.message, revision: current?.snapshot.revision ?? null });
+      void emit({ type: 'notice', data: { level: 'warn', message: `control plane unreachable since ${link.offlineSince.toISOString()}: ${e.message}` } }).catch(() => undefined);
+    }
+    link.reachable = false;
+  };
+  const offlineSeconds = () => (link.offlineSince ? Math.max(0, (clock().getTime() - link.offlineSince.getTime()) / 1000) : 0);
+
+  async function emit(partial: Omit<ApplianceEvent, 'id' | 'at'> & Partial<Pick<ApplianceEvent, 'id' | 'at'>>): Promise<ApplianceEvent> {
+    const now = clock();
+    const event = { ...partial, id: partial.id ?? newEventId(now, randomBytes(8)), at: partial.at ?? now.toISOString() } as ApplianceEvent;
+    await outbox.add(event);
+    return event;
+  }
+
+  // ---- the snapshot in use
+  let current: (CachedSnapshot & { source: 'cache' | 'control-plane' }) | null = null;
+  const cached = await store.load();
+  if (cached) {
+    current = { ...cached, source: 'cache' };
+    log('info', 'using cached snapshot', { revision: cached.snapshot.revision, generatedAt: cached.snapshot.generatedAt });
+  } else log('info', 'no cached snapshot yet: waiting for the control plane');
+
+  // ---- the vDisk cache, fed from peers first, then S3
+  const peerUrl = (a: Snapshot['appliances'][number]) => `http://${a.managementAddress.includes(':') ? `[${a.managementAddress}]` : a.managementAddress}:${config.http.port}`;
+  const s3 = presignedSource({ getUrls: async (hashes) => (await client.chunkUrls(hashes)).urls });
+  const sources = (): ChunkSource[] => {
+    const snap = current?.snapshot;
+    const peers = (snap?.appliances ?? []).filter((a) => a.id !== config.applianceId).map((a) => peerSource({ name: `peer:${a.name}`, baseUrl: peerUrl(a), secret: snap!.peerSecret }));
+    return [...peers, s3];
+  };
+  const cache = await openVdiskCache({
+    dir: join(dataDir, 'cache'),
+    keys,
+    sources,
+    getManifest: (vdiskId, number, signal) => client.manifest(vdiskId, number, signal),
+    quotaBytes: (storeId) => {
+      const st = current?.snapshot.stores.find((s) => s.id === storeId);
+      if (!st) return null;
+      return st.cacheQuota.perSite[config.siteId] ?? st.cacheQuota.defaultBytes;
+    },
+    concurrency: config.sync.concurrency,
+    log,
+  });
+
+  let sessionCount = 0;
+  const sessions = {
+    open() {
+      sessionCount++;
+      let closed = false;
+      return () => {
+        if (!closed) sessionCount--;
+        closed = true;
+      };
+    },
+    count: () => sessionCount,
+  };
+
+  // ---- HTTP service: health, metrics, peer chunks
+  const http = new Hono();
+  http.get('/healthz', async (c) => {
+    const h = await health();
+    return c.json(h, h.snapshot ? 200 : 503);
+  });
+  http.get('/metrics', async (c) => c.body(renderMetrics(await metrics()), 200, { 'content-type': PROMETHEUS_CONTENT_TYPE }));
+  http.route('/peer', peerRoutes(cache, () => current?.snapshot.peerSecret));
+  let server!: ServerType;
+  const port = await new Promise<number>((resolve, reject) => {
+    server = serve({ fetch: http.fetch, port: config.http.port, hostname: config.http.host }, (info: AddressInfo) => resolve(info.port));
+    server.once('error', reject);
+  });
+  const url = `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${port}`;
+  log('info', 'appliance listening', { url, applianceId: config.applianceId, siteId: config.siteId });
+
+  async function health(): Promise<ApplianceHealth> {
+    const inv = cache.inventory();
+    const st = cache.status();
+    return {
+      status: !current ? 'starting' : link.reachable ? 'ok' : 'degraded',
+      applianceId: config.applianceId,
+      name: config.name,
+      siteId: config.siteId,
+      softwareVersion: API_VERSION,
+      startedAt: startedAt.toISOString(),
+      snapshot: current ? { revision: current.snapshot.revision, generatedAt: current.snapshot.generatedAt, source: current.source } : null,
+      controlPlane: { reachable: link.reachable, offlineSince: link.offlineSince?.toISOString() ?? null, offlineSeconds: Math.round(offlineSeconds()), lastContact: link.lastContact?.toISOString() ?? null, lastError: link.lastError },
+      cache: { versions: inv, bytes: st.bytesHeld, syncing: st.syncInProgress },
+      outbox: { pending: await outbox.count() },
+      sessions: sessionCount,
+    };
+  }
+
+  async function metrics(): Promise<Metric[]> {
+    const st = cache.status();
+    const inv = cache.inventory();
+    const g = (name: string, help: string, value: number, labels?: Record<string, string>): Metric => ({ name, help, type: 'gauge', samples: [{ value, ...(labels ? { labels } : {}) }] });
+    return [
+      g('bootfarm_appliance_info', 'Appliance identity (value is always 1)', 1, { appliance: config.name, appliance_id: config.applianceId, site_id: config.siteId, version: API_VERSION }),
+      g('bootfarm_snapshot_revision', 'Farm revision of the snapshot in use (-1: none yet)', current?.snapshot.revision ?? -1),
+      g('bootfarm_control_plane_reachable', '1 while the control plane answers', link.reachable ? 1 : 0),
+      g('bootfarm_offline_seconds', 'Seconds since the control plane was last reachable (0 while it is)', Math.round(offlineSeconds())),
+      { name: 'bootfarm_cache_bytes', help: 'Bytes of verified chunks held, per store', type: 'gauge', samples: Object.entries(st.bytesHeldByStore).map(([store, value]) => ({ labels: { store }, value })) },
+      g('bootfarm_cache_bytes_total', 'Bytes of verified chunks held', st.bytesHeld),
+      {
+        name: 'bootfarm_sync_percent',
+        help: 'Share of each needed version held and verified',
+        type: 'gauge',
+        samples: inv.map((e) => ({ labels: { vdisk: e.vdiskId, version: String(e.number), state: e.state }, value: e.state === 'verified' ? 100 : (e.percent ?? 0) })),
+      },
+      { name: 'bootfarm_chunks_fetched_total', help: 'Chunks fetched and verified, by source', type: 'counter', samples: Object.entries(st.fetchedBySource).map(([source, f]) => ({ labels: { source }, value: f.chunks })) },
+      { name: 'bootfarm_chunk_bytes_fetched_total', help: 'Bytes of chunks fetched and verified, by source', type: 'counter', samples: Object.entries(st.fetchedBySource).map(([source, f]) => ({ labels: { source }, value: f.bytes })) },
+      { name: 'bootfarm_chunk_verify_failures_total', help: 'Chunks a source served with the wrong content', type: 'counter', samples: [{ value: st.verifyFailures }] },
+      g('bootfarm_sessions', 'Open streaming sessions', sessionCount),
+      g('bootfarm_outbox_pending', 'Events waiting for the control plane', await outbox.count()),
+    ];
+  }
+
+  // ---- loops
+  const wake = { sync: () => undefined as void };
+  let syncWaiters: (() => void)[] = [];
+  let needSync = true;
+
+  async function applySnapshot(next: CachedSnapshot, source: 'cache' | 'control-plane') {
+    current = { ...next, source };
+    await cache.setNeeded(neededVersions(next.snapshot));
+    needSync = true;
+    wake.sync();
+  }
+
+  async function refreshLoop() {
+    let attempt = 0;
+    while (!stopping.signal.aborted) {
+      let delay = config.intervals.pollMs;
+      try {
+        const r = await client.snapshot(current?.etag ?? null, stopping.signal);
+        markOnline();
+        attempt = 0;
+        if (r.changed) {
+          try {
+            const saved = await store.save(r.signed, r.etag);
+            log('info', 'snapshot updated', { revision: saved.snapshot.revision, previous: current?.snapshot.revision ?? null });
+            await applySnapshot(saved, 'control-plane');
+          } catch (e) {
+            // Never used: the one we have stays in force.
+            log('error', 'snapshot from the control plane refused', { reason: (e as Error).message });
+            delay = retryDelay(attempt++, policy, random());
+          }
+        } else if (current) current.source = 'control-plane';
+      } catch (e) {
+        if (stopping.signal.aborted) break;
+        if (e instanceof Unreachable) markOffline(e);
+        else if (e instanceof Refused) {
+          link.lastError = e.message;
+          log('error', 'control plane refused the snapshot request', { reason: e.message });
+        } else log('error', 'snapshot refresh failed', { reason: (e as Error).message });
+        delay = retryDelay(attempt++, policy, random());
+      }
+      await sleep(delay, stopping.signal);
+    }
+  }
+
+  async function syncLoop() {
+    let attempt = 0;
+    while (!stopping.signal.aborted) {
+      if (!needSync) {
+        await new Promise<void>((resolve) => {
+          wake.sync = () => resolve();
+          stopping.signal.addEventListener('abort', () => resolve(), { once: true });
+        });
+        continue;
+      }
+      needSync = false;
+      try {
+        await cache.sync(stopping.signal);
+      } catch (e) {
+        if (!stopping.signal.aborted) log('warn', 'sync pass failed', { reason: (e as Error).message });
+      }
+      if (stopping.signal.aborted) break;
+      const incomplete = cache.inventory().some((e) => e.state !== 'verified');
+      if (incomplete) {
+        // Something could not be fetched (cloud and peers unreachable, quota): try again later.
+        needSync = true;
+        await sleep(retryDelay(attempt++, policy, random()), stopping.signal);
+      } else {
+        attempt = 0;
+        const waiters = syncWaiters;
+        syncWaiters = [];
+        for (const w of waiters) w();
+      }
+    }
+  }
+
+  async function heartbeatLoop() {
+    let attempt = 0;
+    let reportedDigest: string | null = null;
+    while (!stopping.signal.aborted) {
+      let delay = config.intervals.heartbeatMs;
+      try {
+        const inv = cache.inventory();
+        const digest = inventoryDigest(inv);
+        const status: ApplianceStatus = {
+          softwareVersion: API_VERSION,
+          startedAt: startedAt.toISOString(),
+          load: loadavg()[0] ?? 0,
+          sessions: sessionCount,
+          snapshotRevision: current?.snapshot.revision ?? null,
+          inventoryDigest: digest,
+          cacheBytes: cache.status().bytesHeld,
+          outboxPending: await outbox.count(),
+          offlineSince: link.offlineSince?.toISOString() ?? null,
+        };
+        await client.reportStatus({ status, ...(digest !== reportedDigest ? { inventory: { reportedAt: clock().toISOString(), versions: inv } } : {}) }, stopping.signal);
+        reportedDigest = digest;
+        markOnline();
+        attempt = 0;
+        await outbox.deliver((events) => client.deliverEvents(events, stopping.signal));
+      } catch (e) {
+        if (stopping.signal.aborted) break;
+        if (e instanceof Unreachable) markOffline(e);
+        else log('error', 'heartbeat failed', { reason: (e as Error).message });
+        delay = Math.min(config.intervals.heartbeatMs, retryDelay(attempt++, policy, random()));
+      }
+      await sleep(delay, stopping.signal);
+    }
+  }
+
+  if (current) await applySnapshot(current, 'cache');
+  const loops = [refreshLoop(), syncLoop(), heartbeatLoop()].map((p) => p.catch((e) => log('error', 'loop ended unexpectedly', { reason: (e as Error).message })));
+
+  return {
+    url,
+    health,
+    emit,
+    snapshot: () => current?.snapshot ?? null,
+    cache,
+    sessions,
+    synced: () =>
+      new Promise<void>((resolve) => {
+        syncWaiters.push(resolve);
+        if (!needSync && current && !cache.status().syncInProgress && cache.inventory().every((e) => e.state === 'verified')) {
+          syncWaiters = syncWaiters.filter((w) => w !== resolve);
+          resolve();
+        }
+      }),
+    async stop() {
+      stopping.abort();
+      wake.sync();
+      await Promise.all(loops);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await cache.close();
+      log('info', 'appliance stopped');
+    },
+  };
+}
