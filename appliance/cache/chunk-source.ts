@@ -5,20 +5,31 @@
  * never has to be trusted.
  */
 
+/** A vDisk version a chunk is wanted for: the control plane hands out chunk URLs per version it lets the site read. */
+export interface ChunkOwner {
+  vdiskId: string;
+  number: number;
+}
+
+/** A chunk the cache is about to ask for, and the (first) needed version that lists it. */
+export interface ChunkWant extends ChunkOwner {
+  hash: string;
+}
+
 export interface ChunkSource {
   /** Shown in logs and in the per-source fetch counters. */
   readonly name: string;
   /**
    * The chunk's bytes, or null when this source does not have it.
    * Throws when the source failed (down, refused, timed out): the cache then
-   * tries the next source.
+   * tries the next source. The cache always passes `owner`.
    */
-  fetch(hash: string, signal?: AbortSignal): Promise<Uint8Array | null>;
+  fetch(hash: string, signal?: AbortSignal, owner?: ChunkOwner): Promise<Uint8Array | null>;
   /**
-   * Advisory: the hashes the cache is about to ask for, in order. A source may
+   * Advisory: the chunks the cache is about to ask for, in order. A source may
    * prepare for them (the presigned source signs their URLs in bulk).
    */
-  prefetch?(hashes: readonly string[]): void;
+  prefetch?(wants: readonly ChunkWant[]): void;
 }
 
 export type CacheLogLevel = 'debug' | 'info' | 'warn' | 'error';

@@ -1,22 +1,26 @@
 /**
  * Chunks from S3 through presigned GET URLs the control plane hands out (disk
- * bytes never pass through Lambda). URL requests are batched: the hashes asked
- * for within one turn of the event loop, topped up with the cache's upcoming
- * hashes, go in one call of at most 500; URLs are reused until shortly before
- * they expire.
+ * bytes never pass through Lambda). The control plane signs URLs per version
+ * the site may read, so requests are batched per version: the hashes of one
+ * version asked for within one turn of the event loop, topped up with that
+ * version's upcoming hashes, go in one call of at most 500. URLs are reused
+ * until shortly before they expire.
  */
-import { isChunkHash, type ChunkSource } from './chunk-source.js';
+import { isChunkHash, type ChunkOwner, type ChunkSource } from './chunk-source.js';
 
 export interface PresignedSourceOptions {
-  /** Asks the control plane for presigned GET URLs; hashes it leaves out are taken as absent from S3. */
-  getUrls(hashes: string[]): Promise<Record<string, string>>;
+  /**
+   * Asks the control plane for presigned GET URLs of chunks of one version
+   * (`POST /v1/sites/{id}/chunk-urls`); hashes it leaves out are taken as absent from S3.
+   */
+  getUrls(hashes: string[], owner: ChunkOwner): Promise<Record<string, string>>;
   /** @default 's3' */
   name?: string;
   /** URL lifetime when the URL does not say (`X-Amz-Expires`). @default 15 min */
   urlTtlMs?: number;
   /** A URL is not used once it has less than this left. @default 60_000 */
   refreshMarginMs?: number;
-  /** @default 500 */
+  /** The control plane takes at most 500 hashes per request. @default 500 */
   maxBatch?: number;
   /** @default globalThis.fetch */
   fetchImpl?: typeof fetch;
@@ -37,6 +41,8 @@ interface Waiter {
   reject(e: unknown): void;
 }
 
+const ownerKey = (o: ChunkOwner) => `${o.vdiskId}.${o.number}`;
+
 /** The URL's own lifetime (SigV4 `X-Amz-Expires`, seconds), counted from when we asked: immune to clock skew with AWS. */
 function lifetimeMs(url: string, fallback: number): number {
   try {
@@ -55,10 +61,13 @@ export function presignedSource(opts: PresignedSourceOptions): ChunkSource {
   const fetchImpl = opts.fetchImpl ?? fetch;
   const clock = opts.clock ?? Date.now;
 
+  /** URLs by hash (valid whatever version asked for them). */
   const entries = new Map<string, UrlEntry>();
-  let waiting: Waiter[] = [];
+  /** Requests of this turn, by version. */
+  let waiting = new Map<string, { owner: ChunkOwner; waiters: Waiter[] }>();
   let scheduled = false;
-  let upcoming = new Set<string>();
+  /** Hashes the cache said it will ask for, by version, in order. */
+  let upcoming = new Map<string, Set<string>>();
 
   const waiterFor = (hash: string): Waiter => {
     let resolve!: Waiter['resolve'];
@@ -71,17 +80,21 @@ export function presignedSource(opts: PresignedSourceOptions): ChunkSource {
     return { hash, entry, resolve, reject };
   };
 
-  async function request(batch: Waiter[]) {
+  async function request(owner: ChunkOwner, batch: Waiter[]) {
     const now = clock();
     for (const [h, e] of entries) if (e.expiresAt <= now + margin) entries.delete(h);
-    for (const h of upcoming) {
+    const next = upcoming.get(ownerKey(owner)) ?? new Set<string>();
+    for (const h of next) {
       if (batch.length >= maxBatch) break;
-      upcoming.delete(h);
+      next.delete(h);
       if (!entries.has(h)) batch.push(waiterFor(h));
     }
     let urls: Record<string, string>;
     try {
-      urls = await opts.getUrls(batch.map((w) => w.hash));
+      urls = await opts.getUrls(
+        batch.map((w) => w.hash),
+        owner,
+      );
     } catch (e) {
       for (const w of batch) {
         if (entries.get(w.hash) === w.entry) entries.delete(w.hash);
@@ -100,16 +113,19 @@ export function presignedSource(opts: PresignedSourceOptions): ChunkSource {
   const flush = () => {
     scheduled = false;
     const all = waiting;
-    waiting = [];
-    for (let i = 0; i < all.length; i += maxBatch) void request(all.slice(i, i + maxBatch));
+    waiting = new Map();
+    for (const { owner, waiters } of all.values()) for (let i = 0; i < waiters.length; i += maxBatch) void request(owner, waiters.slice(i, i + maxBatch));
   };
 
-  const urlFor = (hash: string): Promise<string | undefined> => {
-    upcoming.delete(hash);
+  const urlFor = (hash: string, owner: ChunkOwner): Promise<string | undefined> => {
+    upcoming.get(ownerKey(owner))?.delete(hash);
     const e = entries.get(hash);
     if (e && e.expiresAt > clock() + margin) return e.url;
     const w = waiterFor(hash);
-    waiting.push(w);
+    const k = ownerKey(owner);
+    const group = waiting.get(k) ?? { owner: { vdiskId: owner.vdiskId, number: owner.number }, waiters: [] };
+    group.waiters.push(w);
+    waiting.set(k, group);
     if (!scheduled) {
       scheduled = true;
       setImmediate(flush);
@@ -119,12 +135,18 @@ export function presignedSource(opts: PresignedSourceOptions): ChunkSource {
 
   return {
     name,
-    prefetch(hashes) {
-      upcoming = new Set(hashes.filter(isChunkHash));
+    prefetch(wants) {
+      upcoming = new Map();
+      for (const w of wants) {
+        if (!isChunkHash(w.hash)) continue;
+        const k = ownerKey(w);
+        upcoming.set(k, (upcoming.get(k) ?? new Set<string>()).add(w.hash));
+      }
     },
-    async fetch(hash, signal) {
+    async fetch(hash, signal, owner) {
+      if (!owner) throw new Error(`${name}: the version a chunk belongs to is needed to ask for its URL`);
       for (let attempt = 0; ; attempt++) {
-        const url = await urlFor(hash);
+        const url = await urlFor(hash, owner);
         if (!url) return null;
         const res = await fetchImpl(url, { signal });
         if (res.ok) {
@@ -132,7 +154,7 @@ export function presignedSource(opts: PresignedSourceOptions): ChunkSource {
           return new Uint8Array(await res.arrayBuffer());
         }
         await res.body?.cancel();
-        // 403: the URL expired or its key was rotated; 404 may be a stale URL for a re-uploaded chunk. One fresh URL, then give up.
+        // 403: the URL expired or its signing key was rotated; 404 may be a stale URL. One fresh URL, then give up.
         if ((res.status === 403 || res.status === 404) && attempt === 0) {
           entries.delete(hash);
           continue;

@@ -31,7 +31,7 @@ import {
   type SignedManifest,
   type SigningKey,
 } from '../../model/manifest.js';
-import { errorMessage, silentLog, type CacheLog, type ChunkSource } from './chunk-source.js';
+import { errorMessage, silentLog, type CacheLog, type ChunkSource, type ChunkWant } from './chunk-source.js';
 import { openChunkStore } from './chunk-store.js';
 import { openManifestStore, type VersionRef } from './manifest-store.js';
 import { planStore, type PlannedVersion, type RefusedForQuota } from './quota-plan.js';
@@ -326,13 +326,14 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
     return r;
   }
 
-  async function fetchChunk(hash: string, sources: readonly ChunkSource[], signal: AbortSignal): Promise<void> {
+  async function fetchChunk(want: ChunkWant, sources: readonly ChunkSource[], signal: AbortSignal): Promise<void> {
+    const { hash } = want;
     let badBytes = false;
     for (const source of sources) {
       if (signal.aborted) return;
       let data: Uint8Array | null;
       try {
-        data = await source.fetch(hash, signal);
+        data = await source.fetch(hash, signal, { vdiskId: want.vdiskId, number: want.number });
       } catch (e) {
         if (signal.aborted) return;
         log('warn', 'chunk source failed', { hash, source: source.name, error: errorMessage(e) });
@@ -404,14 +405,16 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
       pending.delete(key);
     }
 
-    const queue: string[] = [];
+    const queue: ChunkWant[] = [];
     const queued = new Set<string>();
-    for (const key of fetchOrder)
-      for (const hash of held.get(key)?.manifest.chunks ?? [])
-        if (hash && !queued.has(hash) && !chunks.has(hash)) {
+    for (const key of fetchOrder) {
+      const v = held.get(key);
+      for (const hash of v?.manifest.chunks ?? [])
+        if (v && hash && !queued.has(hash) && !chunks.has(hash)) {
           queued.add(hash);
-          queue.push(hash);
+          queue.push({ hash, vdiskId: v.vdiskId, number: v.number });
         }
+    }
     if (!queue.length) return;
 
     const sources = opts.sources();
@@ -441,7 +444,7 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
       const p = progress(held.get(k)!, has);
       return p.held === p.total;
     });
-    log('info', signal.aborted ? 'sync aborted' : 'sync finished', { versionsVerified: done.length, versions: fetchOrder.length, chunksLeft: queue.filter((h) => !chunks.has(h)).length });
+    log('info', signal.aborted ? 'sync aborted' : 'sync finished', { versionsVerified: done.length, versions: fetchOrder.length, chunksLeft: queue.filter((w) => !chunks.has(w.hash)).length });
   }
 
   function stateOf(v: Version): Pick<InventoryEntry, 'state' | 'percent'> {
