@@ -99,9 +99,9 @@ export class ControlClient {
     return res.json();
   }
 
-  /** Presigned S3 GET URLs for chunks of versions the site uses (at most 500 per call). */
-  async chunkUrls(hashes: string[], signal?: AbortSignal): Promise<{ urls: Record<string, string>; expiresInSeconds: number }> {
-    const res = await this.call('POST', `/v1/sites/${this.opts.siteId}/chunk-urls`, { hashes }, {}, signal);
+  /** Presigned S3 GET URLs for chunks of a version the site uses (at most 500 per call). */
+  async chunkUrls(vdiskId: string, number: number, hashes: string[], signal?: AbortSignal): Promise<{ urls: Record<string, string>; expiresInSeconds: number }> {
+    const res = await this.call('POST', `/v1/sites/${this.opts.siteId}/chunk-urls`, { vdiskId, number, hashes }, {}, signal);
     return (await res.json()) as { urls: Record<string, string>; expiresInSeconds: number };
   }
 

@@ -36,6 +36,9 @@ import { PROMETHEUS_CONTENT_TYPE, renderMetrics, type Metric } from './metrics.j
 import { Outbox } from './outbox.js';
 import { SnapshotStore, type CachedSnapshot } from './snapshot-store.js';
 
+/** How long a peer that failed a chunk request is left out of the sources. */
+export const PEER_RETRY_MS = 30_000;
+
 export interface ApplianceDeps {
   config: ApplianceConfig;
   credential: string;
@@ -139,10 +142,27 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
 
   // ---- the vDisk cache, fed from peers first, then S3
   const peerUrl = (a: Snapshot['appliances'][number]) => `http://${a.managementAddress.includes(':') ? `[${a.managementAddress}]` : a.managementAddress}:${config.http.port}`;
-  const s3 = presignedSource({ getUrls: async (hashes) => (await client.chunkUrls(hashes)).urls });
+  const s3 = presignedSource({ getUrls: async (hashes, owner) => (await client.chunkUrls(owner.vdiskId, owner.number, hashes)).urls });
+  // A peer that failed is skipped for a while: a dead appliance must not cost every chunk a timeout.
+  // (Issue 7 replaces this with LAN heartbeats between peers.)
+  const peerDownUntil = new Map<string, number>();
+  const guarded = (id: string, src: ChunkSource): ChunkSource => ({
+    name: src.name,
+    async fetch(hash, signal, owner) {
+      if ((peerDownUntil.get(id) ?? 0) > Date.now()) return null;
+      try {
+        return await src.fetch(hash, signal, owner);
+      } catch (e) {
+        if (!signal?.aborted) peerDownUntil.set(id, Date.now() + PEER_RETRY_MS);
+        throw e;
+      }
+    },
+  });
   const sources = (): ChunkSource[] => {
     const snap = current?.snapshot;
-    const peers = (snap?.appliances ?? []).filter((a) => a.id !== config.applianceId).map((a) => peerSource({ name: `peer:${a.name}`, baseUrl: peerUrl(a), secret: snap!.peerSecret }));
+    const peers = (snap?.appliances ?? [])
+      .filter((a) => a.id !== config.applianceId)
+      .map((a) => guarded(a.id, peerSource({ name: `peer:${a.name}`, baseUrl: peerUrl(a), secret: snap!.peerSecret, timeoutMs: 3000 })));
     return [...peers, s3];
   };
   const cache = await openVdiskCache({
@@ -362,7 +382,10 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       stopping.abort();
       wake.sync();
       await Promise.all(loops);
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => {
+        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+        server.close(() => resolve());
+      });
       await cache.close();
       log('info', 'appliance stopped');
     },

@@ -1,0 +1,142 @@
+/**
+ * A site with real content for appliance tests: a farm served over HTTP, a
+ * vDisk pushed from a random raw image (small chunks, some all-zero), a target
+ * that boots it, and helpers to enrol appliances and run them in-process.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ApiClient } from '../../../cli/client.js';
+import { pushImage } from '../../../cli/push.js';
+import { loadConfig, loadCredential, type ApplianceConfig } from '../../../appliance/config.js';
+import { startAppliance, type ApplianceHandle } from '../../../appliance/daemon.js';
+import { install } from '../../../appliance/install.js';
+import { testFarm, type TestFarm } from '../../support/farm.js';
+import { expectStatus, fixtures, type Fixtures } from '../../support/fixtures.js';
+import { serveFarm } from '../../support/serve.js';
+
+export const CHUNK = 64 * 1024;
+
+export interface LogLine {
+  level: string;
+  msg: string;
+  [k: string]: unknown;
+}
+
+export interface TestSite {
+  farm: TestFarm;
+  fx: Fixtures;
+  api: { url: string; port: number; close(): Promise<void> };
+  /** Stops the API (the cloud goes away) and brings it back on the same port. */
+  stopApi(): Promise<void>;
+  startApi(): Promise<void>;
+  dir: string;
+  siteId: string;
+  otherSiteId: string;
+  collectionId: string;
+  vdiskId: string;
+  image: Buffer;
+  /** Non-zero chunks of the image. */
+  dataChunks: number;
+  enrol(name: string, o?: { address?: string; port?: number }): Promise<{ dataDir: string; config: ApplianceConfig; credential: string }>;
+  run(dataDir: string, o?: { logs?: LogLine[]; fast?: boolean }): Promise<ApplianceHandle>;
+}
+
+/** A free TCP port (for appliances several tests bind on different loopback addresses). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((ok) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => ok(port));
+    });
+  });
+}
+
+export async function testSite(o: { imageMiB?: number } = {}): Promise<TestSite> {
+  const farm = await testFarm();
+  const fx = fixtures(farm);
+  let api = await serveFarm(farm);
+  const port = api.port;
+  const dir = await mkdtemp(join(tmpdir(), 'bootfarm-appliance-'));
+  const site = await fx.site();
+  const other = await fx.site();
+  const col = await fx.collection(site.id);
+  const store = await fx.store();
+
+  // Random data with all-zero runs, so the manifest has null chunks too.
+  const size = (o.imageMiB ?? 4) * 2 ** 20;
+  const image = Buffer.alloc(size);
+  let dataChunks = 0;
+  for (let i = 0; i < size / CHUNK; i++) {
+    if (i % 5 === 3) continue;
+    randomBytes(CHUNK).copy(image, i * CHUNK);
+    dataChunks++;
+  }
+  const path = join(dir, 'image.raw');
+  const fh = await open(path, 'w');
+  await fh.write(image, 0, size, 0);
+  await fh.close();
+  const vdisk = await fx.vdisk(store.id, { sizeBytes: size, chunkSize: CHUNK });
+  await pushImage(new ApiClient(api.url, farm.adminToken), { storeId: store.id, name: vdisk.name, files: [path], state: 'production' });
+  await fx.target(col.id, { assignments: [{ vdiskId: vdisk.id }] });
+
+  const t: TestSite = {
+    farm,
+    fx,
+    api,
+    async stopApi() {
+      await api.close();
+    },
+    async startApi() {
+      api = await serveFarm(farm, { port });
+      t.api = api;
+    },
+    dir,
+    siteId: site.id,
+    otherSiteId: other.id,
+    collectionId: col.id,
+    vdiskId: vdisk.id,
+    image,
+    dataChunks,
+    async enrol(name, e = {}) {
+      const tok = expectStatus(await farm.api('POST', '/v1/tokens', { body: { name: `enrol-${name}`, role: 'appliance-enrol', siteId: site.id } }), 201);
+      const dataDir = join(dir, name);
+      await install({
+        apiUrl: api.url,
+        token: tok.token,
+        dataDir,
+        name,
+        managementAddress: e.address ?? '127.0.0.1',
+        httpHost: e.address ?? '127.0.0.1',
+        httpPort: e.port ?? 0,
+        bootstrapDir: '/usr/lib/ipxe',
+        minFreeBytes: 0,
+        systemd: false,
+        cliPath: '',
+        prerequisites: 'warn',
+      });
+      return { dataDir, config: await loadConfig(dataDir), credential: await loadCredential(dataDir) };
+    },
+    async run(dataDir, r = {}) {
+      const config = await loadConfig(dataDir);
+      // Tests do not wait for production intervals.
+      if (r.fast !== false) config.intervals = { ...config.intervals, heartbeatMs: 1000, pollMs: 1000, retryMinMs: 100, retryMaxMs: 1000, requestTimeoutMs: 2000 };
+      return startAppliance({ config, credential: await loadCredential(dataDir), dataDir, log: (level, msg, fields) => r.logs?.push({ level, msg, ...fields }) });
+    },
+  };
+  return t;
+}
+
+export async function until<T>(what: string, probe: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export const readJson = async (path: string) => JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
