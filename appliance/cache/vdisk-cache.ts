@@ -31,6 +31,7 @@ import {
   type SignedManifest,
   type SigningKey,
 } from '../../model/manifest.js';
+import { sweepTemp } from '../fs-atomic.js';
 import { errorMessage, silentLog, type CacheLog, type ChunkSource, type ChunkWant } from './chunk-source.js';
 import { openChunkStore } from './chunk-store.js';
 import { openManifestStore, type VersionRef } from './manifest-store.js';
@@ -176,6 +177,8 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
     throw new FarmError('validation_failed', `concurrency must be an integer from 1 to 256, not ${concurrency}`, 'concurrency');
 
   await mkdir(opts.dir, { recursive: true });
+  // usage.json's temp files live here.
+  const rootTemps = await sweepTemp(opts.dir);
   const { store: chunks, tempSwept: chunkTemps } = await openChunkStore(join(opts.dir, 'chunks'), log);
   const { store: manifests, tempSwept: manifestTemps } = await openManifestStore(join(opts.dir, 'manifests'), log);
   const usage = await openUsageState(join(opts.dir, 'usage.json'), { flushAfterMs: opts.usageFlushMs ?? 5000, log });
@@ -206,7 +209,7 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
     dir: opts.dir,
     versions: held.size,
     chunks: [...chunks.hashes()].length,
-    tempFilesSwept: chunkTemps + manifestTemps,
+    tempFilesSwept: rootTemps + chunkTemps + manifestTemps,
     manifestsRefused: refusedAtOpen,
     manifestsWithUnknownKey: keptUnknownKey,
     orphanChunksRemoved: orphans,
@@ -359,7 +362,9 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
   }
 
   async function syncPass(signal: AbortSignal): Promise<void> {
+    // The needed set as this pass started: setNeeded may replace it meanwhile (a joined sync() runs another pass).
     const order = [...needed.values()];
+    const wanted = new Map(order.map((n) => [versionKey(n.vdiskId, n.number), n]));
     const resolved = new Map<string, Version>();
     for (const n of order) {
       if (signal.aborted) return;
@@ -373,11 +378,11 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
     const plan = (storeId: string, p: PlannedVersion) => byStore.set(storeId, [...(byStore.get(storeId) ?? []), p]);
     const unknownStore: string[] = [];
     for (const [key, v] of held) {
-      const storeId = storeOf(key);
+      const storeId = wanted.get(key)?.storeId ?? usage.get(key)?.storeId;
       if (!storeId) unknownStore.push(key);
       else plan(storeId, { key, needed: resolved.has(key), inUse: inUse(key), lastUsedAt: usage.get(key)?.lastUsedAt ?? 0, chunks: v.chunks });
     }
-    for (const [key, v] of resolved) if (!held.has(key)) plan(needed.get(key)!.storeId, { key, needed: true, inUse: false, lastUsedAt: clock(), chunks: v.chunks });
+    for (const [key, v] of resolved) if (!held.has(key)) plan(wanted.get(key)!.storeId, { key, needed: true, inUse: false, lastUsedAt: clock(), chunks: v.chunks });
     const toFetch = new Set<string>();
     const evict: string[] = [];
     const exceeded = new Map<string, RefusedForQuota & { storeId: string }>();
@@ -396,7 +401,7 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
 
     // Manifest on disk before any chunk: every chunk file has a manifest that references it, or is an orphan.
     const fetchOrder = order.map((n) => versionKey(n.vdiskId, n.number)).filter((k) => toFetch.has(k));
-    for (const key of resolved.keys()) if (held.has(key) || toFetch.has(key)) await usage.assign(key, needed.get(key)!.storeId, clock());
+    for (const key of resolved.keys()) if (held.has(key) || toFetch.has(key)) await usage.assign(key, wanted.get(key)!.storeId, clock());
     for (const key of fetchOrder) {
       const p = pending.get(key);
       if (held.has(key) || !p) continue;

@@ -241,11 +241,13 @@ describe('crash leftovers', () => {
     await rm(chunkPath(dir, victim));
     await writeFile(join(fanout, `${TEMP_PREFIX}${victim}.0123456789ab`), v.chunks.get(victim)!.subarray(0, 1000));
     await writeFile(join(dir, 'manifests', v.vdiskId, `${TEMP_PREFIX}1.json.0123456789ab`), '{"payload":');
+    await writeFile(join(dir, `${TEMP_PREFIX}usage.json.0123456789ab`), '{"form');
 
     const src = memorySource('s3', [v]);
     cache = await open(dir, [src]);
     expect((await readdir(fanout)).filter((n) => n.startsWith(TEMP_PREFIX))).toEqual([]);
     expect((await readdir(join(dir, 'manifests', v.vdiskId))).sort()).toEqual(['1.json']);
+    expect((await readdir(dir)).sort()).toEqual(['chunks', 'manifests', 'usage.json']);
     expect(cache.inventory()[0]?.state).toBe('syncing');
     expect(() => cache.open(v.vdiskId, v.number)).toThrow(/syncing \(\d+(\.\d)? %\): only verified/);
     expect(await cache.readChunk(victim)).toBeNull();
@@ -354,6 +356,46 @@ describe('progress', () => {
     expect(cache.inventory()[0]?.state).toBe('verified');
     expect(cache.status().syncInProgress).toBe(false);
     expect(src.calls).toHaveLength(4);
+    await cache.close();
+  });
+
+  it('a needed set replaced during a sync is picked up by the sync() call that joins it', async () => {
+    const dir = await tempDir();
+    const v = await mixedVersion(1);
+    const w = await mixedVersion(2);
+    const gate = latch();
+    let n = 0;
+    const src = memorySource('slow', [v, w], { gate: () => (++n === 2 ? gate.promise : Promise.resolve()) });
+    const cache = await open(dir, [src], { concurrency: 1 });
+    await cache.setNeeded([needed(v)]);
+    const first = cache.sync();
+    await vi.waitFor(() => expect(n).toBe(2));
+    await cache.setNeeded([needed(v), needed(w)]);
+    const joined = cache.sync();
+    gate.open();
+    await Promise.all([first, joined]);
+    expect(cache.inventory().map((e) => [e.number, e.state])).toEqual([
+      [1, 'verified'],
+      [2, 'verified'],
+    ]);
+    await cache.close();
+  });
+
+  it('a pass finishes with the needed set it started with, even if setNeeded replaces it while a manifest is on its way', async () => {
+    const dir = await tempDir();
+    const v = await mixedVersion(1);
+    const gate = latch();
+    const getManifest = async () => {
+      await gate.promise;
+      return v.signed;
+    };
+    const cache = await open(dir, [memorySource('s3', [v])], { getManifest });
+    await cache.setNeeded([needed(v, undefined, false)]);
+    const syncing = cache.sync();
+    await new Promise((ok) => setImmediate(ok));
+    await cache.setNeeded([]);
+    gate.open();
+    await expect(syncing).resolves.toBeUndefined();
     await cache.close();
   });
 
