@@ -36,7 +36,7 @@ import type { BlobStore } from '../storage/blobs.js';
 import { newId } from '../storage/ids.js';
 import { listAll } from '../storage/list-all.js';
 import { RELATIONS } from '../storage/relations.js';
-import type { FarmRepo } from '../storage/repo.js';
+import type { FarmRepo, Obj } from '../storage/repo.js';
 import { loadManifest } from '../vdisk-content.js';
 import { errorResponses, load } from './resource.js';
 
@@ -77,9 +77,14 @@ export function requireAppliance(p: Principal, siteId: string, applianceId?: str
   if (applianceId !== undefined && p.applianceId !== applianceId) throw new FarmError('forbidden', `appliance credential "${p.name}" belongs to appliance ${p.applianceId}, not ${applianceId}`);
 }
 
-/** Whether some target of the site is assigned the vDisk (what an appliance of the site may download). */
+/**
+ * Whether some target of the site is assigned the vDisk (what an appliance of the site may download).
+ * The site index answers first; it lags writes a moment (GSI), so a "no" is checked against the
+ * strongly consistent listing: an appliance that just saw the assignment in its snapshot is not refused.
+ */
 export async function siteUsesVdisk(repo: FarmRepo, siteId: string, vdiskId: string): Promise<boolean> {
-  return ((await listAll(repo, 'target', { siteId })) as unknown as Target[]).some((t) => t.assignments.some((a) => a.vdiskId === vdiskId));
+  const uses = (l: Obj[]) => (l as unknown as Target[]).some((t) => t.siteId === siteId && t.assignments.some((a) => a.vdiskId === vdiskId));
+  return uses(await listAll(repo, 'target', { siteId })) || uses(await listAll(repo, 'target'));
 }
 
 export function applianceRoutes(deps: ApplianceRouteDeps): OpenAPIHono<Env> {
@@ -255,7 +260,9 @@ export function applianceRoutes(deps: ApplianceRouteDeps): OpenAPIHono<Env> {
  * Applies one event. Auto-added targets are created as the appliance added
  * them; a MAC the farm already knows is left alone (redelivery, or another
  * appliance of the site added it too); a name taken meanwhile gets the
- * collection's next free auto-add name.
+ * collection's next free auto-add name. Target names are unique in the whole
+ * farm (they become computer names), so a name taken in another site is
+ * renamed too: the other sites' names are read only when that happens.
  */
 async function applyEvent(deps: ApplianceRouteDeps, p: Principal, siteId: string, e: ApplianceEvent): Promise<EventResult> {
   if (e.type !== 'target-auto-added') return { id: e.id, outcome: 'recorded' };
@@ -265,17 +272,33 @@ async function applyEvent(deps: ApplianceRouteDeps, p: Principal, siteId: string
   if (existing) return { id: e.id, outcome: 'exists', targetId: existing.id as string };
   const col = (await repo.get('collection', t.collectionId)) as unknown as Collection | null;
   if (!col || col.siteId !== siteId) return { id: e.id, outcome: 'rejected', message: `collection ${t.collectionId} is not a collection of site ${siteId}` };
-  const names = new Set(((await listAll(repo, 'target', { siteId })) as unknown as Target[]).map((x) => x.name.toLowerCase()));
-  let name = t.name;
-  for (let n = col.autoAdd.startNumber; names.has(name.toLowerCase()); n++) name = autoAddName(col.autoAdd, n);
+  const taken = new Set(((await listAll(repo, 'target', { siteId })) as unknown as Target[]).map((x) => x.name.toLowerCase()));
+  let n = col.autoAdd.startNumber;
+  const nextFree = () => {
+    let name: string;
+    do name = autoAddName(col.autoAdd, n++);
+    while (taken.has(name.toLowerCase()));
+    return name;
+  };
   try {
-    const { object } = await repo.create('target', { ...t, name, id: t.mac, siteId, lastBoot: null }, p);
-    return name === t.name ? { id: e.id, outcome: 'created', targetId: object.id } : { id: e.id, outcome: 'renamed', targetId: object.id, message: `name ${t.name} was taken: added as ${name}` };
-  } catch (err) {
-    if (err instanceof FarmError && err.code === 'already_exists') {
-      const now = await repo.get('target', t.mac);
-      if (now) return { id: e.id, outcome: 'exists', targetId: now.id as string };
+    let name = taken.has(t.name.toLowerCase()) ? nextFree() : t.name;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { object } = await repo.create('target', { ...t, name, id: t.mac, siteId, lastBoot: null }, p);
+        return name === t.name ? { id: e.id, outcome: 'created', targetId: object.id } : { id: e.id, outcome: 'renamed', targetId: object.id, message: `name ${t.name} was taken: added as ${name}` };
+      } catch (err) {
+        if (!(err instanceof FarmError && err.code === 'already_exists')) throw err;
+        const now = await repo.get('target', t.mac);
+        if (now) return { id: e.id, outcome: 'exists', targetId: now.id as string };
+        if (err.field !== 'name' || attempt >= 3) throw err;
+        // Taken in another site (or by a request racing this one): learn every name of the farm once, then take the next free one.
+        if (attempt === 0) for (const x of (await listAll(repo, 'target')) as unknown as Target[]) taken.add(x.name.toLowerCase());
+        taken.add(name.toLowerCase());
+        name = nextFree();
+      }
     }
+  } catch (err) {
+    // Refused by the farm's rules (a vDisk that no longer exists, auto-add numbers used up): recorded, not retried forever.
     if (err instanceof FarmError) return { id: e.id, outcome: 'rejected', message: err.message };
     throw err;
   }
