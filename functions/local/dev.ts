@@ -101,7 +101,8 @@ async function startLocalAppliance(repo: FarmRepo, api: string, dir: string, por
       const { secret } = await repo.createToken({ name: 'local-appliance-enrol', role: 'appliance-enrol', siteId: site.id, expiresAt: new Date(Date.now() + 600_000).toISOString() }, DEV_PRINCIPAL);
       await install({ apiUrl: api, token: secret, dataDir: dir, name: `local-appliance-${randomBytes(2).toString('hex')}`, managementAddress: '127.0.0.1', httpHost: '127.0.0.1', httpPort: port, bootstrapDir: '/usr/lib/ipxe', minFreeBytes: 0, systemd: false, cliPath: '', prerequisites: 'warn' });
     }
-    const config = await loadConfig(dir);
+    // The port is the dev command's choice on every start (0 = any free port), not the one enrolled with.
+    const config = { ...(await loadConfig(dir)), http: { host: '127.0.0.1', port } };
     const lines = new Writable({
       write(chunk: Buffer, _enc, done) {
         for (const l of chunk.toString('utf8').split('\n')) if (l) log(`[appliance] ${l}`);

@@ -21,7 +21,7 @@ interface Dev {
 }
 
 async function startDev(dataDir: string, env: NodeJS.ProcessEnv): Promise<Dev> {
-  const proc = spawn(process.execPath, [BIN, 'dev', '--port', '0', '--data-dir', dataDir], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [BIN, 'dev', '--port', '0', '--appliance-port', '0', '--data-dir', dataDir], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   let buf = '';
   proc.stdout!.on('data', (d) => {
@@ -157,6 +157,66 @@ describe('bootfarm dev and the CLI', () => {
     const again = await cli('vdisk', 'push', '--store', 'Default', '--name', 'clidisk', img);
     expect(again.stdout).toMatch(/^unchanged: version 0 of clidisk already has this content\n2 chunks of 4 MiB: 0 uploaded/);
   });
+
+  test('runs a local appliance of the Default site that pulls the snapshot', async () => {
+    const line = dev.lines.find((l) => l.startsWith('Appliance: '))!;
+    expect(line).toMatch(/^Appliance: local-appliance-[0-9a-f]{4} \(app_[a-z2-7]{16}\) http:\/\/127\.0\.0\.1:\d+\/healthz$/);
+    const health = await (await fetch(line.split(' ').pop()!)).json();
+    expect(health).toMatchObject({ status: 'ok', snapshot: { source: 'control-plane' }, controlPlane: { reachable: true } });
+    const apps = await cli('appliance', 'list');
+    expect(apps.stdout).toMatch(/local-appliance-/);
+  });
+
+  test('an admin enrols an appliance with a one-time token; its config is checked at start', async () => {
+    const tok = await cli('token', 'create', '--role', 'appliance-enrol', '--site', 'Default');
+    expect(tok.code).toBe(0);
+    expect(tok.stdout).toMatch(/role appliance-enrol, site site_[a-z2-7]{16}, one use, expires /);
+    const secret = tok.stdout.split('\n')[0]!;
+    const appDir = join(dir, 'app2');
+    const args = ['--api', dev.api, '--token', secret, 'appliance', 'install', '--data-dir', appDir, '--name', 'branch-01', '--address', '127.0.0.1', '--port', '0', '--min-free', '0', '--no-systemd'];
+    const inst = await cli(...args);
+    expect(inst.stderr).toBe('');
+    expect(inst.stdout).toMatch(/^enrolled appliance branch-01 \(app_[a-z2-7]{16}\) in site site_/);
+    expect(inst.stdout).toContain('credential: ');
+    expect((await stat(join(appDir, 'credential'))).mode & 0o777).toBe(0o600);
+    // The token is spent; the data dir is taken.
+    const again = await cli(...args.map((a) => (a === appDir ? join(dir, 'app3') : a)));
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/enrolment refused .*token is unknown, revoked or expired/);
+    expect((await cli('appliance', 'list')).stdout).toMatch(/branch-01/);
+
+    // A bad value in the config stops start-up and names the field.
+    const { writeFile } = await import('node:fs/promises');
+    const configPath = join(appDir, 'appliance.json');
+    const good = await readFile(configPath, 'utf8');
+    await writeFile(configPath, JSON.stringify({ ...JSON.parse(good), intervals: { heartbeatMs: 5 } }));
+    const bad = await cli('appliance', 'run', '--data-dir', appDir);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim()).toBe(`bootfarm: ${configPath}: intervals.heartbeatMs: must be between 1000 and 300000 ms`);
+    await writeFile(configPath, good);
+
+    // With a good config it runs, pulls its site's snapshot and reports its heartbeat.
+    const proc = spawn(process.execPath, [BIN, 'appliance', 'run', '--data-dir', appDir], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      proc.stdout!.on('data', (d) => (out += d));
+      const deadline = Date.now() + 30_000;
+      while (!out.includes('"snapshot updated"') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const listening = out.split('\n').map((l) => (l ? JSON.parse(l) : {})).find((l) => l.msg === 'appliance listening');
+      const health = await (await fetch(`${listening.url}/healthz`)).json();
+      expect(health).toMatchObject({ name: 'branch-01', status: 'ok' });
+      const shown = await cli('--json', 'appliance', 'show', 'branch-01');
+      const deadline2 = Date.now() + 15_000;
+      let app = JSON.parse(shown.stdout);
+      while (!app.lastHeartbeat && Date.now() < deadline2) {
+        await new Promise((r) => setTimeout(r, 250));
+        app = JSON.parse((await cli('--json', 'appliance', 'show', 'branch-01')).stdout);
+      }
+      expect(app.status).toMatchObject({ sessions: 0, offlineSince: null });
+    } finally {
+      proc.kill('SIGTERM');
+    }
+  }, 60_000);
 
   test('Ctrl-C stops everything; a second start finds the same farm and token', async () => {
     const javaPid = await childJavaPids(dev.proc.pid!);
