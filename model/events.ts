@@ -21,7 +21,8 @@ export const ApplianceEventSchema = z.discriminatedUnion('type', [
       data: z
         .object({
           mac: MacSchema,
-          targetId: IdSchema.nullable(),
+          /** The target's id: its MAC. */
+          targetId: MacSchema.nullable(),
           /** What the appliance answered: a boot script for a vDisk, local disk, or a refusal (disabled, unknown, no version). */
           outcome: z.enum(['vdisk', 'local-disk', 'refused']),
           vdiskId: IdSchema.nullable().default(null),

@@ -55,6 +55,8 @@ const FARM_KEY = { pk: 'farm', sk: 'settings' };
 const REVISION_KEY = { pk: 'farm', sk: 'revision' };
 const SYSTEM = new Set(['id', 'version', 'createdAt', 'updatedAt']);
 const refAttr = (kind: StoredKind | 'token') => `ref_${kind}`;
+/** Prefix of the attributes appliances write about themselves (heartbeat, status, inventory). */
+const REPORTED = 'reported_';
 
 /** Thrown inside an attempt to ask for a fresh read and another attempt. */
 class Retry extends Error {}
@@ -84,7 +86,10 @@ export class DynamoFarmRepo implements FarmRepo {
   }
 
   private static toObj(raw: Raw): Obj {
-    return { ...(raw.data as Record<string, unknown>), version: raw.version as number } as Obj;
+    const o = { ...(raw.data as Record<string, unknown>), version: raw.version as number } as Obj;
+    // What an appliance reported about itself (reportStatus) wins over the copy in `data`.
+    for (const [k, v] of Object.entries(raw)) if (k.startsWith(REPORTED)) o[k.slice(REPORTED.length)] = v;
+    return o;
   }
 
   async get(kind: StoredKind, id: string): Promise<Obj | null> {
@@ -424,13 +429,14 @@ export class DynamoFarmRepo implements FarmRepo {
 
   async reportStatus(applianceId: string, report: { lastHeartbeat: string; status: ApplianceStatus; inventory?: Inventory }): Promise<void> {
     // Written beside the configuration: no version bump, no revision bump, no audit, so heartbeats never change snapshots or ETags.
-    const names: Record<string, string> = { '#d': 'data', '#h': 'lastHeartbeat', '#s': 'status' };
+    // Top-level attributes, not inside `data`: an admin's update rewrites `data` and must not lose a report that landed meanwhile.
+    const names: Record<string, string> = { '#h': `${REPORTED}lastHeartbeat`, '#s': `${REPORTED}status` };
     const values: Record<string, unknown> = { ':h': report.lastHeartbeat, ':s': report.status };
-    let expr = 'SET #d.#h = :h, #d.#s = :s';
+    let expr = 'SET #h = :h, #s = :s';
     if (report.inventory) {
-      names['#i'] = 'inventory';
+      names['#i'] = `${REPORTED}inventory`;
       values[':i'] = report.inventory;
-      expr += ', #d.#i = :i';
+      expr += ', #i = :i';
     }
     try {
       await this.doc.send(new UpdateCommand({ TableName: this.table, Key: this.key('appliance', applianceId), UpdateExpression: expr, ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeNames: names, ExpressionAttributeValues: values }));

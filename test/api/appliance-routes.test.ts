@@ -609,10 +609,8 @@ describe('status reports', () => {
 
   // An admin PATCH of an appliance reads it, then writes its whole data back on the condition that its
   // version did not move; heartbeats write beside it without moving the version (so they never change the
-  // ETag). A report landing between that read and write is overwritten, and the inventory, sent only when it
-  // changes, stays lost until the appliance's holdings change again. Fix needed in functions/storage/dynamo-repo.ts
-  // (e.g. update() sets only the configuration fields, or status and inventory live outside `data`); flip `it.fails` then.
-  it.fails('keeps a report that lands while an admin updates the appliance [needs a fix in storage/dynamo-repo.ts]', async () => {
+  // ETag). Reports live in their own attributes, so one landing between that read and write survives.
+  it('keeps a report that lands while an admin updates the appliance', async () => {
     const inventory = { reportedAt: new Date().toISOString(), versions: [{ vdiskId: w.vdisk.id, number: 3, contentHash: w.hash[3], state: 'verified' }] };
     const repo = new Proxy(farm.repo, {
       get(target, prop) {
@@ -709,10 +707,8 @@ describe('events', () => {
     expect(again[1].targetId).toBe(m1);
   });
 
-  // A target's id is its MAC, but model/events.ts types boot data.targetId as IdSchema (prefix_xxxxxxxxxxxxxxxx):
-  // every boot event of a known target is refused with 400, which stalls the appliance's outbox on that batch.
-  // Fix needed there (targetId: MacSchema.nullable()); flip `it.fails` to `it` then.
-  it.fails('accepts a boot event that names the target by its id, its MAC [needs a fix in model/events.ts]', async () => {
+  // A target's id is its MAC: a boot event of a known target names it so.
+  it('accepts a boot event that names the target by its id, its MAC', async () => {
     const e = bootEvent(w.tProd.mac, w.tProd.mac);
     expect(expectStatus(await deliver(w.a1, [e]), 200).results).toEqual([{ id: e.id, outcome: 'recorded' }]);
   });

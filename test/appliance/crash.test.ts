@@ -22,8 +22,8 @@ let t: TestSite;
 let app: Awaited<ReturnType<TestSite['enrol']>>;
 
 beforeAll(async () => {
-  // 40 MiB in 64 KiB chunks: about 500 chunks to fetch, so kills land mid-sync.
-  t = await testSite({ imageMiB: 40 });
+  // 64 MiB in 64 KiB chunks: about 800 chunks to fetch, so kills land mid-sync.
+  t = await testSite({ imageMiB: 64 });
   app = await t.enrol('crashy');
 });
 
@@ -99,7 +99,7 @@ it(`survives kill -9 at ${ROUNDS} random points of a sync: no corrupt chunk, no 
   for (let i = 0; i < ROUNDS; i++) {
     const before = await chunksOnDisk(app.dataDir);
     expect(before.bad).toEqual([]);
-    const { fetched, finished } = i % 3 === 0 ? await runAndKill(Math.floor(Math.random() * 1500), 'start') : await runAndKill(Math.floor(Math.random() * 120), 'first-chunk');
+    const { fetched, finished } = i % 3 === 0 ? await runAndKill(Math.floor(Math.random() * 400), 'start') : await runAndKill(Math.floor(Math.random() * 100), 'first-chunk');
     rounds++;
     if (fetched.length && !finished) killedMidSync++;
     const again = fetched.filter((h) => before.good.has(h));
