@@ -373,7 +373,7 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
     }
     if (signal.aborted) return;
 
-    // Plan and drop with no await in between: readers opened meanwhile cannot be missed.
+    // Plan with no await in between, so the in-use flags are those of one moment.
     const byStore = new Map<string, PlannedVersion[]>();
     const plan = (storeId: string, p: PlannedVersion) => byStore.set(storeId, [...(byStore.get(storeId) ?? []), p]);
     const unknownStore: string[] = [];
@@ -395,11 +395,9 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
     for (const [key, r] of exceeded)
       if (!quotaExceeded.has(key)) log('error', 'needed version does not fit its store quota: not fetched', { version: key, storeId: r.storeId, needBytes: r.needBytes, quotaBytes: r.quotaBytes });
     quotaExceeded = exceeded;
-    // A version whose store the usage file lost (it was damaged) cannot be counted against a quota: let it go.
-    await drop(unknownStore, 'store unknown (usage file lost)');
-    await drop(evict, 'quota: least recently used, not needed');
-
-    // Manifest on disk before any chunk: every chunk file has a manifest that references it, or is an orphan.
+    // Manifests of the versions to fetch go to disk before anything is evicted, and before any chunk:
+    // every chunk file has a manifest that references it, or is an orphan. Saved first, a new version
+    // keeps the chunks it shares with an evicted one (a kill -9 in between must not make them orphans).
     const fetchOrder = order.map((n) => versionKey(n.vdiskId, n.number)).filter((k) => toFetch.has(k));
     for (const key of resolved.keys()) if (held.has(key) || toFetch.has(key)) await usage.assign(key, wanted.get(key)!.storeId, clock());
     for (const key of fetchOrder) {
@@ -409,6 +407,10 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
       held.set(key, { vdiskId: p.vdiskId, number: p.number, manifest: p.manifest, contentHash: p.contentHash, chunks: p.chunks });
       pending.delete(key);
     }
+    // drop() skips a version opened since the plan was made.
+    // A version whose store the usage file lost (it was damaged) cannot be counted against a quota: let it go.
+    await drop(unknownStore, 'store unknown (usage file lost)');
+    await drop(evict, 'quota: least recently used, not needed');
 
     const queue: ChunkWant[] = [];
     const queued = new Set<string>();
@@ -445,8 +447,11 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
       log('error', 'sync stopped by a local failure', { error: errorMessage(failed.reason) });
       throw failed.reason;
     }
+    // setNeeded may have dropped a planned version during the pass.
     const done = fetchOrder.filter((k) => {
-      const p = progress(held.get(k)!, has);
+      const v = held.get(k);
+      if (!v) return false;
+      const p = progress(v, has);
       return p.held === p.total;
     });
     log('info', signal.aborted ? 'sync aborted' : 'sync finished', { versionsVerified: done.length, versions: fetchOrder.length, chunksLeft: queue.filter((w) => !chunks.has(w.hash)).length });
