@@ -15,3 +15,4 @@ export * from './manifest.js';
 export * from './replication.js';
 export * from './snapshot.js';
 export * from './events.js';
+export * from './auto-add.js';

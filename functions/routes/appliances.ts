@@ -18,6 +18,8 @@ import {
   SignedSnapshotSchema,
   StoredEventSchema,
   autoAddName,
+  autoAddRefusal,
+  autoAddTarget,
   authorize,
   pageOf,
   snapshotEtag,
@@ -25,6 +27,7 @@ import {
   type Collection,
   type EventResult,
   type Principal,
+  type Site,
   type StoredEvent,
   type Target,
   type Version,
@@ -267,11 +270,21 @@ export function applianceRoutes(deps: ApplianceRouteDeps): OpenAPIHono<Env> {
 async function applyEvent(deps: ApplianceRouteDeps, p: Principal, siteId: string, e: ApplianceEvent): Promise<EventResult> {
   if (e.type !== 'target-auto-added') return { id: e.id, outcome: 'recorded' };
   const { repo } = deps;
-  const t = e.data.target;
-  const existing = await repo.get('target', t.mac);
+  const sent = e.data.target;
+  const existing = await repo.get('target', sent.mac);
   if (existing) return { id: e.id, outcome: 'exists', targetId: existing.id as string };
-  const col = (await repo.get('collection', t.collectionId)) as unknown as Collection | null;
-  if (!col || col.siteId !== siteId) return { id: e.id, outcome: 'rejected', message: `collection ${t.collectionId} is not a collection of site ${siteId}` };
+  // The farm's rules decide, not the appliance: auto-add must be on for this site, the target joins the
+  // site's default collection, and everything but its MAC and name comes from the collection's template.
+  // (An appliance could otherwise assign itself another site's vDisk and read it.)
+  const [farm, site] = await Promise.all([repo.farm(), repo.get('site', siteId)]);
+  const refusal = site ? autoAddRefusal(farm.settings, site as unknown as Site) : `site ${siteId} does not exist`;
+  if (refusal) return { id: e.id, outcome: 'rejected', message: refusal };
+  if (sent.collectionId !== (site as unknown as Site).defaultCollectionId)
+    return { id: e.id, outcome: 'rejected', message: `collection ${sent.collectionId} is not the default collection of site ${siteId}` };
+  const col = (await repo.get('collection', sent.collectionId)) as unknown as Collection | null;
+  if (!col || col.siteId !== siteId) return { id: e.id, outcome: 'rejected', message: `collection ${sent.collectionId} is not a collection of site ${siteId}` };
+  const template = col.templateTargetMac ? ((await repo.get('target', col.templateTargetMac)) as unknown as Target | null) : null;
+  const t = autoAddTarget(sent.mac, sent.name, col, template);
   const taken = new Set(((await listAll(repo, 'target', { siteId })) as unknown as Target[]).map((x) => x.name.toLowerCase()));
   let n = col.autoAdd.startNumber;
   const nextFree = () => {

@@ -649,6 +649,38 @@ describe('status reports', () => {
 });
 
 describe('events', () => {
+  beforeAll(async () => {
+    // Auto-add on for site A: new targets join its default collection with the template's settings.
+    expectStatus(await fx.patch(`/v1/collections/${w.colA.id}`, { templateTargetMac: w.tProd.mac }), 200);
+    expectStatus(await fx.patch(`/v1/sites/${w.siteA.id}`, { defaultCollectionId: w.colA.id }), 200);
+    expectStatus(await fx.patch('/v1/farm', { autoAdd: { enabled: true, siteId: w.siteA.id } }), 200);
+  });
+
+  it('takes only MAC and name from an auto-add event: the rest comes from the farm, so no other vDisk can be reached', async () => {
+    const mac = macOf(0xa201);
+    // The appliance asks for the other site's vDisk, as maintenance: it gets the template's assignment and type.
+    const e = autoAdd({ mac, name: 'grab-1', collectionId: w.colA.id, assignments: [{ vdiskId: w.other.id }], type: 'maintenance', personality: [{ name: 'x', value: 'y' }] });
+    expect(expectStatus(await deliver(w.a1, [e]), 200).results[0]).toMatchObject({ outcome: 'created', targetId: mac });
+    expect(expectStatus(await farm.api('GET', `/v1/targets/${mac}`), 200)).toMatchObject({ assignments: [{ vdiskId: w.vdisk.id }], type: w.tProd.type, personality: w.tProd.personality });
+    expectError(await farm.api('GET', `/v1/vdisks/${w.other.id}/versions/0/manifest`, { token: w.a1.token }), 403, 'forbidden');
+  });
+
+  it('rejects auto-add while the farm has it off, for a site it is not on for, and outside the default collection', async () => {
+    const colA2 = await fx.collection(w.siteA.id);
+    const inOther = expectStatus(await deliver(w.a1, [autoAdd({ mac: macOf(0xa301), name: 'nondefault-1', collectionId: colA2.id })]), 200).results[0];
+    expect(inOther).toMatchObject({ outcome: 'rejected', message: expect.stringContaining('not the default collection') });
+    const forB = expectStatus(await deliver(w.b1, [autoAdd({ mac: macOf(0xa302), name: 'siteb-1', collectionId: w.colB.id })]), 200).results[0];
+    expect(forB).toMatchObject({ outcome: 'rejected', message: expect.stringContaining(`auto-add adds targets to site ${w.siteA.id}`) });
+    expectStatus(await fx.patch('/v1/farm', { autoAdd: { enabled: false, siteId: w.siteA.id } }), 200);
+    try {
+      const off = expectStatus(await deliver(w.a1, [autoAdd({ mac: macOf(0xa303), name: 'off-1', collectionId: w.colA.id })]), 200).results[0];
+      expect(off).toMatchObject({ outcome: 'rejected', message: 'auto-add is off for the farm' });
+    } finally {
+      expectStatus(await fx.patch('/v1/farm', { autoAdd: { enabled: true, siteId: w.siteA.id } }), 200);
+    }
+    for (const m of [0xa301, 0xa302, 0xa303]) expectError(await farm.api('GET', `/v1/targets/${macOf(m)}`), 404, 'not_found');
+  });
+
   it('records a boot, creates an auto-added target, and recognises the batch when delivered again', async () => {
     const mac = macOf(0xa001);
     const batch = [bootEvent(w.tProd.mac, null), autoAdd({ mac, name: 'offline-1', collectionId: w.colA.id, assignments: [{ vdiskId: w.vdisk.id }] })];
@@ -733,7 +765,8 @@ describe('events', () => {
       expect(items[0]).toMatchObject({ id: e[1]!.id, siteId: w.siteA.id, applianceId: w.a2.appliance.id, type: 'notice', result: { outcome: 'recorded' } });
       expect(items[1]).toMatchObject({ id: e[0]!.id, type: 'boot', data: { mac: w.tTest.mac } });
     }
-    expect(expectStatus(await farm.api('GET', `/v1/sites/${w.siteB.id}/events`), 200).items).toEqual([]);
+    // Site B holds only its own appliance's (rejected) auto-add, none of site A's events.
+    expect(expectStatus(await farm.api('GET', `/v1/sites/${w.siteB.id}/events`), 200).items.map((i: any) => [i.applianceId, i.type, i.result.outcome])).toEqual([[w.b1.appliance.id, 'target-auto-added', 'rejected']]);
     const siteAdminB = await farm.token({ role: 'site-admin', siteId: w.siteB.id });
     expectError(await farm.api('GET', `/v1/sites/${w.siteA.id}/events`, { token: siteAdminB }), 403, 'forbidden');
   });

@@ -196,6 +196,9 @@ describe('snapshot and cache', () => {
 
 describe('outbox', () => {
   it('keeps events across restarts while the cloud is down and delivers each once when it returns', async () => {
+    // Auto-add on for this site (what lets the offline-added target in).
+    await t.fx.patch(`/v1/sites/${t.siteId}`, { defaultCollectionId: t.collectionId });
+    await t.fx.patch('/v1/farm', { autoAdd: { enabled: true, siteId: t.siteId } });
     await t.stopApi();
     let ids: string[] = [];
     try {
