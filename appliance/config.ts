@@ -30,8 +30,8 @@ export const ApplianceConfigSchema = z
       })
       .strict()
       .prefault({}),
-    /** How this appliance's peers reach its HTTP service; defaults to http://<managementAddress>:<port>. */
-    advertiseUrl: z.url().nullable().default(null),
+    /** Plain http to a control plane that is not on loopback (a lab without TLS). Off: snapshots could be replayed on the way. */
+    allowInsecureHttp: z.boolean().default(false),
     intervals: z
       .object({
         heartbeatMs: ms(1000, 300_000, 5000),
@@ -57,9 +57,16 @@ export const ApplianceConfigSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    if (!c.allowInsecureHttp && !isHttpsOrLoopback(c.apiUrl))
+      ctx.addIssue({ code: 'custom', path: ['apiUrl'], message: 'must be https (or http on loopback); set allowInsecureHttp to use plain http' });
     if (c.intervals.retryMinMs > c.intervals.retryMaxMs) ctx.addIssue({ code: 'custom', path: ['intervals', 'retryMinMs'], message: 'must not exceed intervals.retryMaxMs' });
   });
 export type ApplianceConfig = z.infer<typeof ApplianceConfigSchema>;
+
+export function isHttpsOrLoopback(url: string): boolean {
+  const u = new URL(url);
+  return u.protocol === 'https:' || u.hostname === 'localhost' || u.hostname === '[::1]' || /^127\./.test(u.hostname);
+}
 
 export class ConfigError extends Error {
   override name = 'ConfigError';

@@ -34,7 +34,7 @@ import { ControlClient, Refused, Unreachable } from './control-client.js';
 import type { LogFn } from './log.js';
 import { PROMETHEUS_CONTENT_TYPE, renderMetrics, type Metric } from './metrics.js';
 import { Outbox } from './outbox.js';
-import { SnapshotStore, type CachedSnapshot } from './snapshot-store.js';
+import { SnapshotRefused, SnapshotStore, type CachedSnapshot } from './snapshot-store.js';
 
 /** How long a peer that failed a chunk request is left out of the sources. */
 export const PEER_RETRY_MS = 30_000;
@@ -57,8 +57,9 @@ export interface ApplianceHealth {
   softwareVersion: string;
   startedAt: string;
   snapshot: { revision: number; generatedAt: string; source: 'cache' | 'control-plane' } | null;
-  controlPlane: { reachable: boolean; offlineSince: string | null; offlineSeconds: number; lastContact: string | null; lastError: string | null };
-  cache: { versions: InventoryEntry[]; bytes: number; syncing: boolean };
+  controlPlane: { reachable: boolean; credentialRefused: boolean; offlineSince: string | null; offlineSeconds: number; lastContact: string | null; lastError: string | null };
+  /** `problems`: versions the cache will not fetch, and why (quota, refused manifest), in words for an admin. */
+  cache: { versions: InventoryEntry[]; bytes: number; syncing: boolean; problems: string[] };
   outbox: { pending: number };
   sessions: number;
 }
@@ -98,11 +99,20 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     ...(deps.fetchImpl ? { fetchImpl: deps.fetchImpl } : {}),
     userAgent: `bootfarm-appliance/${API_VERSION}`,
   });
-  const store = new SnapshotStore(dataDir, keys, log);
+  const store = new SnapshotStore(dataDir, config.siteId, keys, log);
   const outbox = await Outbox.open(join(dataDir, 'outbox'), log);
 
   // ---- connectivity: one place decides "offline since"
-  const link = { reachable: false, offlineSince: null as Date | null, lastContact: null as Date | null, lastError: null as string | null };
+  const link = {
+    reachable: false,
+    offlineSince: null as Date | null,
+    /** The start of the last outage, until a heartbeat has told the control plane about it. */
+    unreportedOutage: null as Date | null,
+    lastContact: null as Date | null,
+    lastError: null as string | null,
+    /** The control plane refuses our credential (revoked, appliance deleted): re-enrolment needed. */
+    credentialRefused: false,
+  };
   const markOnline = () => {
     if (link.offlineSince) {
       const seconds = Math.round((clock().getTime() - link.offlineSince.getTime()) / 1000);
@@ -113,15 +123,24 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     link.offlineSince = null;
     link.lastContact = clock();
     link.lastError = null;
+    link.credentialRefused = false;
   };
   const markOffline = (e: Error) => {
     link.lastError = e.message;
     if (link.reachable || !link.offlineSince) {
       link.offlineSince = clock();
+      link.unreportedOutage ??= link.offlineSince;
       log('warn', 'control plane unreachable: serving from the cached snapshot', { reason: e.message, revision: current?.snapshot.revision ?? null });
       void emit({ type: 'notice', data: { level: 'warn', message: `control plane unreachable since ${link.offlineSince.toISOString()}: ${e.message}` } }).catch(() => undefined);
     }
     link.reachable = false;
+  };
+  const markRefused = (e: Refused, what: string) => {
+    link.lastError = e.message;
+    if (e.status === 401) {
+      if (!link.credentialRefused) log('error', 'the control plane no longer accepts this appliance credential (revoked, or the appliance was deleted): serving from the cached snapshot; re-enrol with bootfarm appliance install --force', { reason: e.message });
+      link.credentialRefused = true;
+    } else log('error', `control plane refused ${what}`, { reason: e.message });
   };
   const offlineSeconds = () => (link.offlineSince ? Math.max(0, (clock().getTime() - link.offlineSince.getTime()) / 1000) : 0);
 
@@ -129,6 +148,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     const now = clock();
     const event = { ...partial, id: partial.id ?? newEventId(now, randomBytes(8)), at: partial.at ?? now.toISOString() } as ApplianceEvent;
     await outbox.add(event);
+    poke('outbox');
     return event;
   }
 
@@ -208,19 +228,27 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
   const url = `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${port}`;
   log('info', 'appliance listening', { url, applianceId: config.applianceId, siteId: config.siteId });
 
+  function cacheProblems(): string[] {
+    const st = cache.status();
+    return [
+      ...st.quotaExceededVersions.map((q) => `version ${q.number} of vDisk ${q.vdiskId} needs ${q.needBytes} bytes, more than the ${q.quotaBytes}-byte cache quota of store ${q.storeId} allows: not cached`),
+      ...st.refusedVersions.map((r) => `version ${r.number} of vDisk ${r.vdiskId} refused: ${r.reason}`),
+    ];
+  }
+
   async function health(): Promise<ApplianceHealth> {
     const inv = cache.inventory();
     const st = cache.status();
     return {
-      status: !current ? 'starting' : link.reachable ? 'ok' : 'degraded',
+      status: !current ? 'starting' : link.reachable && !link.credentialRefused ? 'ok' : 'degraded',
       applianceId: config.applianceId,
       name: config.name,
       siteId: config.siteId,
       softwareVersion: API_VERSION,
       startedAt: startedAt.toISOString(),
       snapshot: current ? { revision: current.snapshot.revision, generatedAt: current.snapshot.generatedAt, source: current.source } : null,
-      controlPlane: { reachable: link.reachable, offlineSince: link.offlineSince?.toISOString() ?? null, offlineSeconds: Math.round(offlineSeconds()), lastContact: link.lastContact?.toISOString() ?? null, lastError: link.lastError },
-      cache: { versions: inv, bytes: st.bytesHeld, syncing: st.syncInProgress },
+      controlPlane: { reachable: link.reachable, credentialRefused: link.credentialRefused, offlineSince: link.offlineSince?.toISOString() ?? null, offlineSeconds: Math.round(offlineSeconds()), lastContact: link.lastContact?.toISOString() ?? null, lastError: link.lastError },
+      cache: { versions: inv, bytes: st.bytesHeld, syncing: st.syncInProgress, problems: cacheProblems() },
       outbox: { pending: await outbox.count() },
       sessions: sessionCount,
     };
@@ -252,7 +280,28 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
   }
 
   // ---- loops
-  const wake = { sync: () => undefined as void };
+  // Every loop sleeps through `pause`, which ends early when the daemon stops or when something
+  // the loop waits for happens (`poke`): a new snapshot wakes the sync, a new event the outbox.
+  const pokes = { sync: new Set<() => void>(), outbox: new Set<() => void>() };
+  const poke = (what: keyof typeof pokes) => {
+    for (const wake of pokes[what]) wake();
+  };
+  const pause = (ms: number, wakeOn?: keyof typeof pokes) =>
+    new Promise<void>((resolve) => {
+      if (stopping.signal.aborted) return resolve();
+      const done = () => {
+        clearTimeout(timer);
+        stopping.signal.removeEventListener('abort', done);
+        if (wakeOn) pokes[wakeOn].delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      stopping.signal.addEventListener('abort', done, { once: true });
+      if (wakeOn) pokes[wakeOn].add(done);
+    });
+  /** An interval with ±10 % jitter, so a site's appliances started together do not stay in step. */
+  const jittered = (ms: number) => Math.round(ms * (0.9 + 0.2 * random()));
+
   let syncWaiters: (() => void)[] = [];
   let needSync = true;
 
@@ -260,38 +309,38 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     current = { ...next, source };
     await cache.setNeeded(neededVersions(next.snapshot));
     needSync = true;
-    wake.sync();
+    poke('sync');
   }
 
   async function refreshLoop() {
     let attempt = 0;
     while (!stopping.signal.aborted) {
-      let delay = config.intervals.pollMs;
+      let delay = jittered(config.intervals.pollMs);
       try {
         const r = await client.snapshot(current?.etag ?? null, stopping.signal);
         markOnline();
-        attempt = 0;
         if (r.changed) {
+          const snapshot = store.check(r.signed, current?.snapshot.revision ?? null);
           try {
-            const saved = await store.save(r.signed, r.etag);
-            log('info', 'snapshot updated', { revision: saved.snapshot.revision, previous: current?.snapshot.revision ?? null });
-            await applySnapshot(saved, 'control-plane');
+            await applySnapshot(await store.save(snapshot, r.signed, r.etag), 'control-plane');
           } catch (e) {
-            // Never used: the one we have stays in force.
-            log('error', 'snapshot from the control plane refused', { reason: (e as Error).message });
-            delay = retryDelay(attempt++, policy, random());
+            // A disk that cannot take the file must not keep a good snapshot from being used.
+            log('error', 'cannot write the snapshot to disk: using it from memory; it will not survive a restart', { reason: (e as Error).message, path: store.path });
+            await applySnapshot({ snapshot, signed: r.signed as CachedSnapshot['signed'], etag: r.etag }, 'control-plane');
           }
+          log('info', 'snapshot updated', { revision: snapshot.revision });
         } else if (current) current.source = 'control-plane';
+        attempt = 0;
       } catch (e) {
         if (stopping.signal.aborted) break;
-        if (e instanceof Unreachable) markOffline(e);
-        else if (e instanceof Refused) {
-          link.lastError = e.message;
-          log('error', 'control plane refused the snapshot request', { reason: e.message });
-        } else log('error', 'snapshot refresh failed', { reason: (e as Error).message });
-        delay = retryDelay(attempt++, policy, random());
+        if (e instanceof SnapshotRefused) log('error', 'snapshot from the control plane refused: keeping the one in use', { reason: e.message, revision: current?.snapshot.revision ?? null });
+        else if (e instanceof Unreachable) markOffline(e);
+        else if (e instanceof Refused) markRefused(e, 'the snapshot request');
+        else log('error', 'snapshot refresh failed', { reason: (e as Error).message });
+        // Failures never poll faster than the normal interval would, and back off from there.
+        delay = Math.max(e instanceof Unreachable ? 0 : config.intervals.pollMs, retryDelay(attempt++, policy, random()));
       }
-      await sleep(delay, stopping.signal);
+      await pause(delay);
     }
   }
 
@@ -299,10 +348,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     let attempt = 0;
     while (!stopping.signal.aborted) {
       if (!needSync) {
-        await new Promise<void>((resolve) => {
-          wake.sync = () => resolve();
-          stopping.signal.addEventListener('abort', () => resolve(), { once: true });
-        });
+        await pause(config.intervals.pollMs, 'sync');
         continue;
       }
       needSync = false;
@@ -314,9 +360,9 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       if (stopping.signal.aborted) break;
       const incomplete = cache.inventory().some((e) => e.state !== 'verified');
       if (incomplete) {
-        // Something could not be fetched (cloud and peers unreachable, quota): try again later.
+        // Something could not be fetched (cloud and peers unreachable): try again later, or as soon as a new snapshot comes.
         needSync = true;
-        await sleep(retryDelay(attempt++, policy, random()), stopping.signal);
+        await pause(retryDelay(attempt++, policy, random()), 'sync');
       } else {
         attempt = 0;
         const waiters = syncWaiters;
@@ -326,42 +372,73 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     }
   }
 
+  /** What the control plane last got of the inventory: entries with whole percents, so progress is reported as it moves. */
+  const inventoryReport = (inv: InventoryEntry[]) => JSON.stringify(inv.map((e) => [e.vdiskId, e.number, e.contentHash, e.state, Math.floor(e.percent ?? 0)]));
+
   async function heartbeatLoop() {
     let attempt = 0;
-    let reportedDigest: string | null = null;
+    let reported: string | null = null;
     while (!stopping.signal.aborted) {
-      let delay = config.intervals.heartbeatMs;
+      let delay = jittered(config.intervals.heartbeatMs);
       try {
         const inv = cache.inventory();
-        const digest = inventoryDigest(inv);
+        const outage = link.offlineSince ?? link.unreportedOutage;
         const status: ApplianceStatus = {
           softwareVersion: API_VERSION,
           startedAt: startedAt.toISOString(),
           load: loadavg()[0] ?? 0,
           sessions: sessionCount,
           snapshotRevision: current?.snapshot.revision ?? null,
-          inventoryDigest: digest,
+          inventoryDigest: inventoryDigest(inv),
           cacheBytes: cache.status().bytesHeld,
           outboxPending: await outbox.count(),
-          offlineSince: link.offlineSince?.toISOString() ?? null,
+          offlineSince: outage?.toISOString() ?? null,
         };
-        await client.reportStatus({ status, ...(digest !== reportedDigest ? { inventory: { reportedAt: clock().toISOString(), versions: inv } } : {}) }, stopping.signal);
-        reportedDigest = digest;
+        const report = inventoryReport(inv);
+        await client.reportStatus({ status, ...(report !== reported ? { inventory: { reportedAt: clock().toISOString(), versions: inv } } : {}) }, stopping.signal);
+        reported = report;
+        if (link.unreportedOutage === outage) link.unreportedOutage = null;
         markOnline();
+        poke('outbox');
         attempt = 0;
-        await outbox.deliver((events) => client.deliverEvents(events, stopping.signal));
       } catch (e) {
         if (stopping.signal.aborted) break;
         if (e instanceof Unreachable) markOffline(e);
+        else if (e instanceof Refused) markRefused(e, 'the heartbeat');
         else log('error', 'heartbeat failed', { reason: (e as Error).message });
         delay = Math.min(config.intervals.heartbeatMs, retryDelay(attempt++, policy, random()));
       }
-      await sleep(delay, stopping.signal);
+      await pause(delay);
+    }
+  }
+
+  /** Delivers the outbox one batch at a time, apart from the heartbeat: a backlog never silences heartbeats. */
+  async function outboxLoop() {
+    let attempt = 0;
+    while (!stopping.signal.aborted) {
+      let delay = config.intervals.heartbeatMs;
+      try {
+        if (link.reachable && (await outbox.count()) > 0) {
+          const sent = await outbox.deliverOne(
+            (events) => client.deliverEvents(events, stopping.signal),
+            (e) => e instanceof Refused && e.status !== 401 && e.status !== 403,
+          );
+          attempt = 0;
+          if (sent > 0) delay = 0;
+        }
+      } catch (e) {
+        if (stopping.signal.aborted) break;
+        if (e instanceof Unreachable) markOffline(e);
+        else if (e instanceof Refused) markRefused(e, 'events');
+        else log('error', 'event delivery failed', { reason: (e as Error).message });
+        delay = retryDelay(attempt++, policy, random());
+      }
+      await pause(delay, 'outbox');
     }
   }
 
   if (current) await applySnapshot(current, 'cache');
-  const loops = [refreshLoop(), syncLoop(), heartbeatLoop()].map((p) => p.catch((e) => log('error', 'loop ended unexpectedly', { reason: (e as Error).message })));
+  const loops = [refreshLoop(), syncLoop(), heartbeatLoop(), outboxLoop()].map((p) => p.catch((e) => log('error', 'loop ended unexpectedly', { reason: (e as Error).message })));
 
   return {
     url,
@@ -380,7 +457,6 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       }),
     async stop() {
       stopping.abort();
-      wake.sync();
       await Promise.all(loops);
       await new Promise<void>((resolve) => {
         (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();

@@ -5,12 +5,13 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { hostname, networkInterfaces } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { writeFileAtomic } from './fs-atomic.js';
-import { CONFIG_FILE, CREDENTIAL_FILE, parseConfig, type ApplianceConfig } from './config.js';
+import { CONFIG_FILE, CREDENTIAL_FILE, isHttpsOrLoopback, parseConfig, type ApplianceConfig } from './config.js';
+import { SNAPSHOT_FILE } from './snapshot-store.js';
 
 export const UNIT_NAME = 'bootfarm-appliance.service';
 /** First-stage files the Debian `ipxe` package provides (issue 5 serves them over TFTP). */
@@ -99,6 +100,8 @@ export interface InstallOptions {
   cliPath: string;
   /** Enrol again over an existing installation's credential. */
   force?: boolean;
+  /** Enrol over plain http with a control plane that is not on loopback (labs without TLS). */
+  allowInsecureHttp?: boolean;
   /** `warn`: report missing prerequisites as notes instead of refusing (the local dev farm). */
   prerequisites?: 'require' | 'warn';
   fetchImpl?: typeof fetch;
@@ -130,6 +133,8 @@ export async function install(o: InstallOptions): Promise<InstallResult> {
   if (!managementAddress) throw new InstallError('no IPv4 address found for this appliance: pass --address');
   const apiUrl = o.apiUrl.replace(/\/+$/, '');
   const name = o.name ?? defaultName();
+  // The enrolment answer carries the keys the appliance will trust: it must not come over a path anyone can change.
+  if (!o.allowInsecureHttp && !isHttpsOrLoopback(apiUrl)) throw new InstallError(`${apiUrl}: enrol over https (the answer holds the farm keys this appliance will trust), or pass --allow-insecure-http`);
 
   const res = await (o.fetchImpl ?? fetch)(`${apiUrl}/v1/appliances/enrol`, {
     method: 'POST',
@@ -150,14 +155,22 @@ export async function install(o: InstallOptions): Promise<InstallResult> {
       signingKeys: body.signingKeys,
       http: { host: o.httpHost ?? '0.0.0.0', port: o.httpPort ?? 80 },
       bootstrapDir: o.bootstrapDir,
+      allowInsecureHttp: Boolean(o.allowInsecureHttp),
     },
     'enrolment answer',
   );
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  // A new identity: the old one's snapshot (maybe of another site) and undelivered events go. The chunk cache stays: it is checked by hash.
+  const notes = [...pre.problems.map((p) => `warning: ${p}`), ...pre.notes];
+  if (o.force) {
+    for (const old of [join(dataDir, SNAPSHOT_FILE), join(dataDir, 'outbox')]) if (existsSync(old)) {
+      await rm(old, { recursive: true, force: true });
+      notes.push(`removed ${old} of the previous enrolment`);
+    }
+  }
   await writeFileAtomic(credentialPath, `${body.token}\n`, 0o600);
   await writeFileAtomic(configPath, `${JSON.stringify(config, null, 2)}\n`, 0o600);
 
-  const notes = [...pre.problems.map((p) => `warning: ${p}`), ...pre.notes];
   let unitPath: string | null = null;
   if (o.systemd) {
     const dir = o.systemdDir ?? '/etc/systemd/system';

@@ -54,21 +54,43 @@ export class Outbox {
   }
 
   /**
-   * Sends pending events in batches of up to 100 with `send`; removes each one
-   * the control plane answered for. Throws what `send` throws (the rest stay).
+   * Sends the oldest batch (up to 100 events) with `send` and removes each
+   * event the control plane answered for. Returns how many left the outbox.
+   * A batch refused for good (`isPermanent`, e.g. HTTP 400 from a newer
+   * control plane) is retried event by event, and an event refused on its own
+   * is moved aside as `<id>.json.bad` with an error log: one bad event never
+   * blocks the ones behind it. Other errors are thrown; the batch stays.
    */
-  async deliver(send: (events: ApplianceEvent[]) => Promise<EventResult[]>): Promise<number> {
-    let delivered = 0;
-    for (;;) {
-      const batch = await this.pending(100);
-      if (!batch.length) return delivered;
-      const results = await send(batch);
-      const done = new Set(results.map((r) => r.id));
-      for (const r of results) if (r.outcome === 'rejected') this.log('warn', 'outbox: control plane rejected an event', { id: r.id, message: r.message });
-      for (const e of batch) if (done.has(e.id)) await rm(join(this.dir, `${e.id}.json`), { force: true });
-      await fsyncDir(this.dir);
-      delivered += done.size;
-      if (done.size === 0) throw new Error('outbox: control plane acknowledged none of the events sent');
+  async deliverOne(send: (events: ApplianceEvent[]) => Promise<EventResult[]>, isPermanent: (e: unknown) => boolean): Promise<number> {
+    const batch = await this.pending(100);
+    if (!batch.length) return 0;
+    try {
+      return await this.acknowledge(batch, await send(batch));
+    } catch (e) {
+      if (!isPermanent(e)) throw e;
     }
+    let moved = 0;
+    for (const event of batch) {
+      try {
+        moved += await this.acknowledge([event], await send([event]));
+      } catch (e) {
+        if (!isPermanent(e)) throw e;
+        const path = join(this.dir, `${event.id}.json`);
+        await rename(path, `${path}.bad`);
+        this.log('error', 'outbox: the control plane refuses this event: moved aside, not retried', { id: event.id, type: event.type, path: `${path}.bad`, reason: (e as Error).message });
+        moved++;
+      }
+    }
+    await fsyncDir(this.dir);
+    return moved;
+  }
+
+  private async acknowledge(batch: ApplianceEvent[], results: EventResult[]): Promise<number> {
+    const done = new Set(results.map((r) => r.id));
+    for (const r of results) if (r.outcome === 'rejected') this.log('warn', 'outbox: the control plane rejected an event', { id: r.id, message: r.message });
+    for (const e of batch) if (done.has(e.id)) await rm(join(this.dir, `${e.id}.json`), { force: true });
+    await fsyncDir(this.dir);
+    if (done.size === 0) throw new Error('outbox: the control plane acknowledged none of the events sent');
+    return batch.filter((e) => done.has(e.id)).length;
   }
 }

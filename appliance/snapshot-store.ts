@@ -23,10 +23,18 @@ export class SnapshotStore {
 
   constructor(
     dir: string,
+    /** The site this appliance belongs to: another site's snapshot is refused, however well signed. */
+    private readonly siteId: string,
     private readonly keys: () => readonly SigningKey[],
     private readonly log: Log,
   ) {
     this.path = join(dir, SNAPSHOT_FILE);
+  }
+
+  private verify(signed: unknown): Snapshot {
+    const snapshot = verifySnapshot(signed, this.keys());
+    if (snapshot.siteId !== this.siteId) throw new Error(`it is the snapshot of site ${snapshot.siteId}, and this appliance belongs to site ${this.siteId}`);
+    return snapshot;
   }
 
   /** The cached snapshot, verified; null when there is none or it is refused. */
@@ -40,7 +48,7 @@ export class SnapshotStore {
     }
     try {
       const raw = JSON.parse(text) as { etag?: unknown; signed?: unknown };
-      const snapshot = verifySnapshot(raw.signed, this.keys());
+      const snapshot = this.verify(raw.signed);
       return { snapshot, signed: raw.signed as SignedSnapshot, etag: typeof raw.etag === 'string' ? raw.etag : '' };
     } catch (e) {
       const aside = `${this.path}.refused-${Date.now()}`;
@@ -50,10 +58,30 @@ export class SnapshotStore {
     }
   }
 
-  /** Verifies, then stores. Returns the parsed snapshot. */
-  async save(signed: unknown, etag: string): Promise<CachedSnapshot> {
-    const snapshot = verifySnapshot(signed, this.keys());
+  /**
+   * Checks a snapshot from the control plane: signed by the farm, of this site,
+   * and not older than the one in use (a replayed old snapshot would undo changes).
+   * Throws SnapshotRefused with the reason.
+   */
+  check(signed: unknown, revisionInUse: number | null): Snapshot {
+    let snapshot: Snapshot;
+    try {
+      snapshot = this.verify(signed);
+    } catch (e) {
+      throw new SnapshotRefused((e as Error).message);
+    }
+    if (revisionInUse !== null && snapshot.revision < revisionInUse)
+      throw new SnapshotRefused(`its farm revision ${snapshot.revision} is older than the one in use (${revisionInUse}); if the farm was restored from a backup, remove ${this.path} on the appliance`);
+    return snapshot;
+  }
+
+  /** Stores a checked snapshot (temp file, fsync, rename). Throws what the disk throws. */
+  async save(snapshot: Snapshot, signed: unknown, etag: string): Promise<CachedSnapshot> {
     await writeFileAtomic(this.path, JSON.stringify({ etag, signed }), 0o600);
     return { snapshot, signed: signed as SignedSnapshot, etag };
   }
+}
+
+export class SnapshotRefused extends Error {
+  override name = 'SnapshotRefused';
 }

@@ -311,7 +311,8 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
     .option('--min-free <GiB>', 'free disk required for the vDisk cache', '10')
     .option('--no-systemd', 'do not install the systemd unit')
     .option('--systemd-dir <dir>', 'where the unit goes', '/etc/systemd/system')
-    .option('--force', 'enrol again over an existing installation')
+    .option('--force', 'enrol again over an existing installation (drops its snapshot and undelivered events; keeps the vDisk cache)')
+    .option('--allow-insecure-http', 'enrol with a control plane over plain http that is not on loopback (labs only)')
     .action(async (o) => {
       const { install, InstallError } = await import('../appliance/install.js');
       // --api and --token are the program's own options (bootfarm appliance install --api URL --token T).
@@ -333,6 +334,7 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
           systemdDir: o.systemdDir,
           cliPath: fileURLToPath(new URL('../bin/bootfarm.js', import.meta.url)),
           force: Boolean(o.force),
+          allowInsecureHttp: Boolean(o.allowInsecureHttp),
         });
         print({ ...r, config: r.config }, () =>
           [`enrolled appliance ${r.config.name} (${r.config.applianceId}) in site ${r.config.siteId}`, `config: ${r.configPath}`, `credential: ${r.credentialPath} (0600)`, ...(r.unitPath ? [`unit: ${r.unitPath}`] : []), ...r.notes].join('\n'),

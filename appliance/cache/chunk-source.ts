@@ -40,3 +40,34 @@ export const silentLog: CacheLog = () => undefined;
 export const isChunkHash = (s: string) => /^[0-9a-f]{64}$/.test(s);
 
 export const errorMessage = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+/** No chunk is larger (model/manifest.ts MAX_CHUNK_SIZE): a source sending more is faulty or hostile. */
+export const MAX_CHUNK_BYTES = 64 * 1024 * 1024;
+
+/** A chunk request that takes longer than this (connect and whole body) is a failure of that source. */
+export const DEFAULT_CHUNK_TIMEOUT_MS = 60_000;
+
+/**
+ * The response body, refused once it passes `max` bytes (by its Content-Length
+ * or while reading), so a faulty source cannot make the appliance buffer
+ * without bound.
+ */
+export async function readCapped(res: Response, max: number, what: string): Promise<Uint8Array> {
+  const declared = Number(res.headers.get('content-length') ?? NaN);
+  if (declared > max) {
+    await res.body?.cancel();
+    throw new Error(`${what}: ${declared} bytes announced, more than the ${max} a chunk can have`);
+  }
+  if (!res.body) return new Uint8Array(0);
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
+    total += part.byteLength;
+    if (total > max) {
+      await res.body.cancel().catch(() => undefined);
+      throw new Error(`${what}: more than the ${max} bytes a chunk can have`);
+    }
+    parts.push(part);
+  }
+  return Buffer.concat(parts, total);
+}

@@ -6,7 +6,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
-import { isChunkHash, type ChunkSource } from './chunk-source.js';
+import { MAX_CHUNK_BYTES, isChunkHash, readCapped, type ChunkSource } from './chunk-source.js';
 
 /** A secret, or a function giving the current one (it comes with each new snapshot). */
 export type PeerSecret = string | (() => string | undefined);
@@ -48,7 +48,7 @@ export function peerSource(opts: PeerSourceOptions): ChunkSource {
         await res.body?.cancel();
         throw new Error(`${name}: HTTP ${res.status}`);
       }
-      return new Uint8Array(await res.arrayBuffer());
+      return readCapped(res, MAX_CHUNK_BYTES, `${name}: chunk ${hash}`);
     },
   };
 }

@@ -6,7 +6,7 @@
  * version's upcoming hashes, go in one call of at most 500. URLs are reused
  * until shortly before they expire.
  */
-import { isChunkHash, type ChunkOwner, type ChunkSource } from './chunk-source.js';
+import { DEFAULT_CHUNK_TIMEOUT_MS, MAX_CHUNK_BYTES, isChunkHash, readCapped, type ChunkOwner, type ChunkSource } from './chunk-source.js';
 
 export interface PresignedSourceOptions {
   /**
@@ -26,6 +26,8 @@ export interface PresignedSourceOptions {
   fetchImpl?: typeof fetch;
   /** @default Date.now */
   clock?: () => number;
+  /** A download (connect and whole body) that takes longer fails. @default 60 s */
+  timeoutMs?: number;
 }
 
 interface UrlEntry {
@@ -60,6 +62,7 @@ export function presignedSource(opts: PresignedSourceOptions): ChunkSource {
   const maxBatch = opts.maxBatch ?? 500;
   const fetchImpl = opts.fetchImpl ?? fetch;
   const clock = opts.clock ?? Date.now;
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_CHUNK_TIMEOUT_MS;
 
   /** URLs by hash (valid whatever version asked for them). */
   const entries = new Map<string, UrlEntry>();
@@ -148,10 +151,11 @@ export function presignedSource(opts: PresignedSourceOptions): ChunkSource {
       for (let attempt = 0; ; attempt++) {
         const url = await urlFor(hash, owner);
         if (!url) return null;
-        const res = await fetchImpl(url, { signal });
+        const timeout = AbortSignal.timeout(timeoutMs);
+        const res = await fetchImpl(url, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
         if (res.ok) {
           entries.delete(hash);
-          return new Uint8Array(await res.arrayBuffer());
+          return readCapped(res, MAX_CHUNK_BYTES, `${name}: chunk ${hash}`);
         }
         await res.body?.cancel();
         // 403: the URL expired or its signing key was rotated; 404 may be a stale URL. One fresh URL, then give up.
