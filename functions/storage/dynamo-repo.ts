@@ -359,6 +359,12 @@ export class DynamoFarmRepo implements FarmRepo {
         tx.push(this.addRef(r, kind, -1));
         onFail.push(() => new FarmError('internal', `referenced ${r.kind} ${r.id} is missing`));
       }
+      if (kind === 'appliance') {
+        // A retired appliance must not keep pulling chunks from its former peers: the site gets a new peer secret
+        // (made at the next snapshot, which this change's revision bump makes every appliance fetch).
+        tx.push({ Delete: { TableName: this.table, Key: { pk: 'site-secret', sk: current.siteId as string } } });
+        onFail.push(() => new FarmError('internal', `cannot reset the peer secret of site ${current.siteId}`));
+      }
       for (const child of children) {
         tx.push({ Delete: { TableName: this.table, Key: this.key(rel.cascade!, child.id) } });
         onFail.push(() => new FarmError('internal', `cannot delete ${rel.cascade} ${child.id}`));

@@ -775,7 +775,7 @@ describe('events', () => {
 describe('deleting an enrolled appliance', () => {
   it('is refused while its credential exists; after the credential is revoked it gets 401 and the appliance can go', async () => {
     const e = await enrolled(w.siteA.id, 'doomed');
-    expectStatus(await snapshotOf(w.siteA.id, e.token), 200);
+    const secretBefore = verifySnapshot(expectStatus(await snapshotOf(w.siteA.id, e.token), 200), keys).peerSecret;
     const refused = await farm.api('DELETE', `/v1/appliances/${e.appliance.id}`);
     expectError(refused, 409, 'in_use');
     expect(refused.body.error.message).toContain('token');
@@ -786,5 +786,8 @@ describe('deleting an enrolled appliance', () => {
     expectError(await reportStatus(e, { status: statusBody() }), 401, 'unauthenticated');
     expect((await farm.api('DELETE', `/v1/appliances/${e.appliance.id}`)).status).toBe(204);
     expectError(await farm.api('GET', `/v1/appliances/${e.appliance.id}`), 404, 'not_found');
+    // What it knew opens no peer of the site any more.
+    const secretAfter = verifySnapshot(expectStatus(await snapshotOf(w.siteA.id, w.a1.token), 200), keys).peerSecret;
+    expect(secretAfter).not.toBe(secretBefore);
   });
 });
