@@ -16,3 +16,4 @@ export * from './replication.js';
 export * from './snapshot.js';
 export * from './events.js';
 export * from './auto-add.js';
+export * from './balance.js';
