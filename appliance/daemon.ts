@@ -12,7 +12,8 @@ import { mkdir } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { serve, type ServerType } from '@hono/node-server';
+import { createServer, type Server } from 'node:http';
+import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 import { API_VERSION } from '../functions/app.js';
 import {
@@ -34,10 +35,17 @@ import { ControlClient, Refused, Unreachable } from './control-client.js';
 import type { LogFn } from './log.js';
 import { PROMETHEUS_CONTENT_TYPE, renderMetrics, type Metric } from './metrics.js';
 import { Outbox } from './outbox.js';
+import { AutoAdded } from './boot/auto-added.js';
+import type { ApplianceState } from './boot/plan.js';
+import { bootRoutes } from './boot/routes.js';
+import { handleDisk } from './http/disk.js';
+import { Sessions } from './sessions.js';
 import { SnapshotRefused, SnapshotStore, type CachedSnapshot } from './snapshot-store.js';
 
 /** How long a peer that failed a chunk request is left out of the sources. */
 export const PEER_RETRY_MS = 30_000;
+/** A streaming session with no read for this long is over. */
+export const SESSION_IDLE_MS = 60_000;
 
 export interface ApplianceDeps {
   config: ApplianceConfig;
@@ -73,8 +81,8 @@ export interface ApplianceHandle {
   /** The snapshot in use, or null before the first one. */
   snapshot(): Snapshot | null;
   cache: VdiskCache;
-  /** Streaming servers count their open sessions here (issue 5). */
-  sessions: { open(): () => void; count(): number };
+  /** Streaming sessions per target and vDisk (HTTP; NBD with issue 6). */
+  sessions: Sessions;
   /** Resolves when a sync pass has finished with nothing left to fetch. */
   synced(): Promise<void>;
   stop(): Promise<void>;
@@ -199,20 +207,11 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     log,
   });
 
-  let sessionCount = 0;
-  const sessions = {
-    open() {
-      sessionCount++;
-      let closed = false;
-      return () => {
-        if (!closed) sessionCount--;
-        closed = true;
-      };
-    },
-    count: () => sessionCount,
-  };
+  // Streaming sessions (HTTP now, NBD in issue 6): the load the balancer weighs.
+  const sessions = new Sessions(SESSION_IDLE_MS);
+  const autoAdded = await AutoAdded.open(dataDir, log);
 
-  // ---- HTTP service: health, metrics, peer chunks
+  // ---- HTTP service: health, metrics, peer chunks, boot scripts, bootstrap files, disks
   const http = new Hono();
   http.get('/healthz', async (c) => {
     const h = await health();
@@ -220,10 +219,47 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
   });
   http.get('/metrics', async (c) => c.body(renderMetrics(await metrics()), 200, { 'content-type': PROMETHEUS_CONTENT_TYPE }));
   http.route('/peer', peerRoutes(cache, () => current?.snapshot.peerSecret));
-  let server!: ServerType;
-  const port = await new Promise<number>((resolve, reject) => {
-    server = serve({ fetch: http.fetch, port: config.http.port, hostname: config.http.host }, (info: AddressInfo) => resolve(info.port));
-    server.once('error', reject);
+  let port = config.http.port;
+  const baseUrl = (a: Snapshot['appliances'][number]) => {
+    const host = a.streamingAddresses[0] ?? a.managementAddress;
+    return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  };
+  const selfState: ApplianceState = {
+    up: true,
+    holds: (vdiskId, number) => cache.inventory().find((e) => e.vdiskId === vdiskId && e.number === number)?.state ?? null,
+    sessionsFor: (vdiskId) => sessions.countFor(vdiskId),
+    sessionsTotal: () => sessions.total(),
+  };
+  // Peers' load and inventory travel on the LAN with issue 7; until then they are failover paths only.
+  const unknownPeer: ApplianceState = { up: null, holds: null, sessionsFor: () => 0, sessionsTotal: () => 0 };
+  http.route(
+    '/',
+    bootRoutes({
+      snapshot: () => current?.snapshot ?? null,
+      autoAdded: () => autoAdded.targets(),
+      recordAutoAdd: async (t) => {
+        await autoAdded.add(t);
+        await emit({ type: 'target-auto-added', data: { target: t } });
+      },
+      recordBoot: async (e) => {
+        await emit({ type: 'boot', data: { mac: e.mac, targetId: e.targetId, outcome: e.outcome, vdiskId: e.vdiskId, version: e.version, streamingApplianceId: e.streamingApplianceId, message: e.message.slice(0, 500) } });
+      },
+      self: config.applianceId,
+      state: (id) => (id === config.applianceId ? selfState : unknownPeer),
+      baseUrl,
+      bootstrapDir: config.bootstrapDir,
+      log,
+    }),
+  );
+  const honoListener = getRequestListener(http.fetch);
+  const server: Server = createServer((req, res) => {
+    if (!handleDisk({ cache, sessions, log }, req, res)) void honoListener(req, res);
+  });
+  // iPXE keeps its connection to the disk open between reads.
+  server.keepAliveTimeout = 65_000;
+  port = await new Promise<number>((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? new Error(`http.port ${config.http.port} on ${config.http.host} is in use`) : e));
+    server.listen(config.http.port, config.http.host, () => resolve((server.address() as AddressInfo).port));
   });
   const url = `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${port}`;
   log('info', 'appliance listening', { url, applianceId: config.applianceId, siteId: config.siteId });
@@ -250,7 +286,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       controlPlane: { reachable: link.reachable, credentialRefused: link.credentialRefused, offlineSince: link.offlineSince?.toISOString() ?? null, offlineSeconds: Math.round(offlineSeconds()), lastContact: link.lastContact?.toISOString() ?? null, lastError: link.lastError },
       cache: { versions: inv, bytes: st.bytesHeld, syncing: st.syncInProgress, problems: cacheProblems() },
       outbox: { pending: await outbox.count() },
-      sessions: sessionCount,
+      sessions: sessions.total(),
     };
   }
 
@@ -274,7 +310,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       { name: 'bootfarm_chunks_fetched_total', help: 'Chunks fetched and verified, by source', type: 'counter', samples: Object.entries(st.fetchedBySource).map(([source, f]) => ({ labels: { source }, value: f.chunks })) },
       { name: 'bootfarm_chunk_bytes_fetched_total', help: 'Bytes of chunks fetched and verified, by source', type: 'counter', samples: Object.entries(st.fetchedBySource).map(([source, f]) => ({ labels: { source }, value: f.bytes })) },
       { name: 'bootfarm_chunk_verify_failures_total', help: 'Chunks a source served with the wrong content', type: 'counter', samples: [{ value: st.verifyFailures }] },
-      g('bootfarm_sessions', 'Open streaming sessions', sessionCount),
+      g('bootfarm_sessions', 'Open streaming sessions (distinct targets)', sessions.total()),
       g('bootfarm_outbox_pending', 'Events waiting for the control plane', await outbox.count()),
     ];
   }
@@ -307,6 +343,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
 
   async function applySnapshot(next: CachedSnapshot, source: 'cache' | 'control-plane') {
     current = { ...next, source };
+    await autoAdded.prune(next.snapshot).catch((e) => log('error', 'cannot update the auto-added targets file', { reason: (e as Error).message }));
     await cache.setNeeded(neededVersions(next.snapshot));
     needSync = true;
     poke('sync');
@@ -387,7 +424,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
           softwareVersion: API_VERSION,
           startedAt: startedAt.toISOString(),
           load: loadavg()[0] ?? 0,
-          sessions: sessionCount,
+          sessions: sessions.total(),
           snapshotRevision: current?.snapshot.revision ?? null,
           inventoryDigest: inventoryDigest(inv),
           cacheBytes: cache.status().bytesHeld,
@@ -462,6 +499,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
         (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
         server.close(() => resolve());
       });
+      sessions.close();
       await cache.close();
       log('info', 'appliance stopped');
     },

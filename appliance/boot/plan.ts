@@ -1,0 +1,134 @@
+/**
+ * What a target that asks for its boot script gets: a pure function of the
+ * cached snapshot, the targets this appliance auto-added offline, and what
+ * the site's appliances hold and serve. No call to the cloud on this path.
+ */
+import {
+  autoAddName,
+  autoAddRefusal,
+  autoAddTarget,
+  chooseAppliance,
+  selectVersion,
+  type Candidate,
+  type InventoryEntry,
+  type Snapshot,
+  type TargetInput,
+} from '../../model/index.js';
+import type { BootPlan } from './script.js';
+
+export interface ApplianceState {
+  /** Whether the appliance is alive; unknown (null) for peers until issue 7 brings LAN heartbeats. */
+  up: boolean | null;
+  /** Its inventory; null when unknown. */
+  holds: ((vdiskId: string, number: number) => InventoryEntry['state'] | null) | null;
+  sessionsFor(vdiskId: string): number;
+  sessionsTotal(): number;
+}
+
+export interface PlanInput {
+  snapshot: Snapshot;
+  /** Targets this appliance added while its snapshot did not have them yet. */
+  autoAdded: readonly TargetInput[];
+  mac: string;
+  clientIp: string | null;
+  self: string;
+  /** State of each appliance of the site, by id. */
+  state(applianceId: string): ApplianceState;
+  /** URL of a version's disk on an appliance. */
+  diskUrl(appliance: Snapshot['appliances'][number], vdiskId: string, number: number): string;
+  /** This script's own URL (to ask again). */
+  selfUrl: string;
+}
+
+export interface PlanResult {
+  plan: BootPlan;
+  /** A target to add (offline auto-add): the caller records it and queues the event. */
+  added: TargetInput | null;
+  event: { targetId: string | null; outcome: 'vdisk' | 'local-disk' | 'refused'; vdiskId: string | null; version: number | null; streamingApplianceId: string | null; message: string };
+}
+
+const REFUSE_SECONDS = 60;
+const WAIT_SECONDS = 10;
+
+export function planBoot(i: PlanInput): PlanResult {
+  const s = i.snapshot;
+  let target: TargetInput | undefined = s.targets.find((t) => t.mac === i.mac) ?? i.autoAdded.find((t) => t.mac === i.mac);
+  let added: TargetInput | null = null;
+  const refuse = (message: string, targetId: string | null = null): PlanResult => ({
+    plan: { kind: 'refuse', message, seconds: REFUSE_SECONDS },
+    added,
+    event: { targetId, outcome: 'refused', vdiskId: null, version: null, streamingApplianceId: null, message },
+  });
+
+  if (!target) {
+    const no = autoAddRefusal(s.farm, s.site);
+    if (no) return refuse(`this machine (${i.mac}) is not a target of site ${s.site.name}, and ${no}. An administrator can add it: bootfarm target create ${i.mac} --name NAME --collection COLLECTION`);
+    const col = s.collections.find((c) => c.id === s.site.defaultCollectionId);
+    if (!col) return refuse(`this machine (${i.mac}) is not a target of site ${s.site.name}, and the site's default collection is not in this appliance's snapshot`);
+    const taken = new Set([...s.targets, ...i.autoAdded].map((t) => t.name.toLowerCase()));
+    let n = col.autoAdd.startNumber;
+    let name: string;
+    try {
+      do name = autoAddName(col.autoAdd, n++);
+      while (taken.has(name.toLowerCase()));
+    } catch (e) {
+      return refuse(`cannot add this machine (${i.mac}) automatically: ${(e as Error).message}`);
+    }
+    const template = col.templateTargetMac ? (s.targets.find((t) => t.mac === col.templateTargetMac) ?? null) : null;
+    target = added = autoAddTarget(i.mac, name, col, template);
+  }
+
+  const who = { name: target.name, mac: target.mac };
+  if (target.disabled) return refuse(`target ${target.name} (${target.mac}) is disabled in the farm: ask an administrator to enable it`, target.mac);
+  if (target.bootFrom === 'local-disk')
+    return { plan: { kind: 'local-disk', target: who }, added, event: { targetId: target.mac, outcome: 'local-disk', vdiskId: null, version: null, streamingApplianceId: null, message: '' } };
+  const assignment = target.assignments[0];
+  const vdisk = assignment ? s.vdisks.find((v) => v.id === assignment.vdiskId) : undefined;
+  if (!vdisk) return refuse(`target ${target.name} (${target.mac}) has no vDisk assigned`, target.mac);
+  const version = selectVersion(
+    s.versions.filter((v) => v.vdiskId === vdisk.id && v.manifest),
+    target.type,
+  );
+  if (!version) return refuse(`vDisk ${vdisk.name} has no ${target.type === 'production' ? 'production' : `${target.type} or production`} version for target ${target.name}`, target.mac);
+
+  const known: (Candidate & { a: Snapshot['appliances'][number] })[] = [];
+  const unknown: Snapshot['appliances'][number][] = [];
+  for (const a of s.appliances) {
+    const st = i.state(a.id);
+    if (st.up === null || st.holds === null) {
+      unknown.push(a);
+      continue;
+    }
+    known.push({
+      a,
+      id: a.id,
+      name: a.name,
+      addresses: a.streamingAddresses.length ? a.streamingAddresses : [a.managementAddress],
+      powerRating: a.powerRating,
+      maxTargets: a.maxTargets,
+      up: st.up,
+      holdsVersion: st.holds(vdisk.id, version.number) === 'verified',
+      sessionsForVdisk: st.sessionsFor(vdisk.id),
+      sessionsTotal: st.sessionsTotal(),
+    });
+  }
+  const d = chooseAppliance(known, { vdisk, targetIp: i.clientIp });
+  if (!d.primary) {
+    const mine = i.state(i.self).holds?.(vdisk.id, version.number);
+    if (vdisk.loadBalancing.mode === 'algorithm' && (mine === 'syncing' || mine === null || mine === undefined))
+      return {
+        plan: { kind: 'wait', message: `vDisk ${vdisk.name} version ${version.number} is not on this site's appliances yet (${d.reason})`, retryUrl: i.selfUrl, seconds: WAIT_SECONDS },
+        added,
+        event: { targetId: target.mac, outcome: 'refused', vdiskId: vdisk.id, version: version.number, streamingApplianceId: null, message: d.reason },
+      };
+    return refuse(`vDisk ${vdisk.name} version ${version.number} cannot be streamed: ${d.reason}`, target.mac);
+  }
+  // Appliances whose state this one does not know come last: iPXE tries them only if the others fail.
+  const paths = [d.primary, ...d.failover].map((c) => ({ name: c.name, url: i.diskUrl(c.a, vdisk.id, version.number) }));
+  if (vdisk.loadBalancing.mode === 'algorithm') for (const a of unknown) paths.push({ name: a.name, url: i.diskUrl(a, vdisk.id, version.number) });
+  return {
+    plan: { kind: 'vdisk', target: who, vdisk: { name: vdisk.name }, version: version.number, paths, reason: d.reason },
+    added,
+    event: { targetId: target.mac, outcome: 'vdisk', vdiskId: vdisk.id, version: version.number, streamingApplianceId: d.primary.id, message: d.reason },
+  };
+}

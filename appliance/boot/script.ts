@@ -1,0 +1,96 @@
+/**
+ * iPXE boot scripts (PVS: the bootstrap's login and the server's answer).
+ * Pure: a decision in, script text out. Every script ends in a defined way:
+ * the disk boots, the local disk boots, or the target waits and retries or
+ * reboots with a message a person at the screen can act on.
+ */
+import type { Site } from '../../model/index.js';
+
+export interface DiskPath {
+  /** Appliance name, for messages. */
+  name: string;
+  /** Full URL of the disk on that appliance. */
+  url: string;
+}
+
+export type BootPlan =
+  | { kind: 'vdisk'; target: { name: string; mac: string }; vdisk: { name: string }; version: number; paths: DiskPath[]; reason: string }
+  | { kind: 'local-disk'; target: { name: string; mac: string } }
+  /** Wait and ask again (the version is still being copied to the site, say). */
+  | { kind: 'wait'; message: string; retryUrl: string; seconds: number }
+  /** Show why, then reboot (unknown or disabled target, nothing to boot). */
+  | { kind: 'refuse'; message: string; seconds: number };
+
+export type Bootstrap = Site['bootstrap'];
+
+/** Free text inside an iPXE `echo`: no settings expansion (`${`), no command separators, no comments. */
+export function ipxeText(s: string): string {
+  return s.replace(/[^A-Za-z0-9 ._:()/,%=@+-]/g, '?');
+}
+
+/** An URL as an iPXE argument: no spaces, no `${`, nothing that ends the command. */
+function ipxeUrl(u: string): string {
+  if (!/^https?:\/\/[A-Za-z0-9.\-:[\]]+(\/[A-Za-z0-9._~%/=?&:-]*)?$/.test(u)) throw new Error(`not a URL an iPXE script can carry safely: ${u}`);
+  return u;
+}
+
+export function bootScript(plan: BootPlan, bootstrap: Bootstrap): string {
+  const lines = ['#!ipxe'];
+  const say = (s: string) => lines.push(`echo bootfarm: ${ipxeText(s)}`);
+  const verbose = (s: string) => bootstrap.verbose && say(s);
+  switch (plan.kind) {
+    case 'refuse':
+      say(plan.message);
+      say(`restarting in ${plan.seconds} s`);
+      lines.push(`sleep ${plan.seconds}`, 'reboot');
+      break;
+    case 'wait':
+      say(plan.message);
+      say(`asking again in ${plan.seconds} s`);
+      lines.push(`sleep ${plan.seconds}`, `chain --autofree ${ipxeUrl(plan.retryUrl)} || reboot`);
+      break;
+    case 'local-disk':
+      say(`${plan.target.name} (${plan.target.mac}) boots from its local disk`);
+      // BIOS: the first hard disk; UEFI: back to the firmware, which tries its next boot option.
+      lines.push('iseq ${platform} efi && exit ||', 'sanboot --no-describe --drive 0x80 || exit');
+      break;
+    case 'vdisk': {
+      say(`${plan.target.name} (${plan.target.mac}): vDisk ${plan.vdisk.name} version ${plan.version} from ${plan.paths[0]!.name}`);
+      verbose(plan.reason);
+      if (plan.paths.length > 1) verbose(`failover: ${plan.paths.slice(1).map((p) => p.name).join(', ')}`);
+      // Multipath: iPXE uses whichever URI answers and retries all of them if the disk goes away.
+      const sanboot = `sanboot --no-describe --drive 0x80 ${plan.paths.map((p) => ipxeUrl(p.url)).join(' ')}`;
+      const pause = Math.max(1, Math.round(bootstrap.pollingTimeoutMs / 1000));
+      lines.push(`${sanboot} || goto bf_retry_1`);
+      const recovery = bootstrap.networkRecovery;
+      if (recovery.action === 'restore-connection') {
+        // PVS "restore network connection": keep trying, every polling timeout.
+        lines.push(':bf_retry_1');
+        say(`cannot reach the disk: trying again in ${pause} s`);
+        lines.push(`sleep ${pause}`, `${sanboot} || goto bf_retry_1`);
+      } else {
+        // PVS "reboot to hard drive after N s": as many attempts as fit in the delay, then the local disk.
+        const attempts = Math.max(1, Math.min(60, Math.ceil(recovery.rebootDelaySeconds / pause)));
+        for (let i = 1; i <= attempts; i++) {
+          lines.push(`:bf_retry_${i}`);
+          say(`cannot reach the disk: attempt ${i + 1} of ${attempts + 1} in ${pause} s`);
+          lines.push(`sleep ${pause}`, `${sanboot} || goto bf_retry_${i + 1}`);
+        }
+        lines.push(`:bf_retry_${attempts + 1}`);
+        say(`the disk did not answer for ${recovery.rebootDelaySeconds} s: booting from the local disk`);
+        lines.push('iseq ${platform} efi && exit ||', 'sanboot --no-describe --drive 0x80 || exit');
+      }
+      break;
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * The generic entry for clients that do not say who they are in the URL (the
+ * ProxyDHCP answer, DHCP option 67): it asks again with its MAC and
+ * architecture. Relative, so it resolves against wherever it was loaded from.
+ */
+export function genericScript(): string {
+  return '#!ipxe\nchain --autofree boot/${mac:hexhyp}.ipxe?arch=${buildarch}&platform=${platform} || reboot\n';
+}

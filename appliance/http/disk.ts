@@ -1,0 +1,91 @@
+/**
+ * `GET`/`HEAD /vdisks/{vdiskId}/{version}`: a version's bytes over HTTP with
+ * exact byte ranges, for iPXE `sanboot http://...` (capacity from HEAD, reads
+ * as single ranges on a kept-alive connection). Served from the verified
+ * cache only: a version not held (yet) is a 404 with the reason, never partial
+ * data. Written on node:http directly: this is the hot path of a boot storm.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { normalizeMac } from '../../model/index.js';
+import type { VdiskCache } from '../cache/vdisk-cache.js';
+import type { LogFn } from '../log.js';
+import type { Sessions } from '../sessions.js';
+import { parseRange } from './range.js';
+
+const PATH = /^\/vdisks\/([a-z]+_[a-z2-7]{16})\/(\d{1,6})(?:\?(.*))?$/;
+/** Bytes read from the cache per write: bounds memory per request whatever range is asked for. */
+const PIECE = 1024 * 1024;
+
+export interface DiskDeps {
+  cache: VdiskCache;
+  sessions: Sessions;
+  log: LogFn;
+}
+
+/** Handles the request when it is a disk request; returns false otherwise. */
+export function handleDisk(deps: DiskDeps, req: IncomingMessage, res: ServerResponse): boolean {
+  const url = req.url ?? '';
+  if (!url.startsWith('/vdisks/')) return false;
+  const m = PATH.exec(url);
+  const fail = (status: number, message: string, headers: Record<string, string> = {}) => {
+    const body = `${message}\n`;
+    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...headers });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  };
+  if (!m) {
+    fail(404, 'not a disk: /vdisks/<vdisk id>/<version number>');
+    return true;
+  }
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    fail(405, 'disks are read with GET and HEAD', { allow: 'GET, HEAD' });
+    return true;
+  }
+  const vdiskId = m[1]!;
+  const number = Number(m[2]);
+  // The session is the target (its MAC when the boot script gave one), else its address.
+  const mac = new URLSearchParams(m[3] ?? '').get('mac');
+  const client = (mac && normalizeMac(mac)) || (req.socket.remoteAddress ?? 'unknown').replace(/^::ffff:/, '');
+  let session;
+  try {
+    session = deps.sessions.touch(client, vdiskId, number, 'http', () => deps.cache.open(vdiskId, number));
+  } catch (e) {
+    fail(404, `version ${number} of vDisk ${vdiskId} cannot be served from this appliance: ${(e as Error).message}`);
+    return true;
+  }
+  const reader = session.reader;
+  const size = reader.sizeBytes;
+  const common = { 'accept-ranges': 'bytes', etag: `"${reader.contentHash}"`, 'content-type': 'application/octet-stream', 'cache-control': 'no-store' };
+  const range = parseRange(req.headers.range, size);
+  if (range.kind === 'unsatisfiable') {
+    fail(416, range.why, { 'content-range': `bytes */${size}` });
+    return true;
+  }
+  const [start, end] = range.kind === 'range' ? [range.start, range.end] : [0, size - 1];
+  res.writeHead(range.kind === 'range' ? 206 : 200, {
+    ...common,
+    'content-length': String(end - start + 1),
+    ...(range.kind === 'range' ? { 'content-range': `bytes ${start}-${end}/${size}` } : {}),
+  });
+  if (req.method === 'HEAD') {
+    res.end();
+    return true;
+  }
+  void (async () => {
+    try {
+      for (let off = start; off <= end; off += PIECE) {
+        const data = await reader.read(off, Math.min(PIECE, end - off + 1));
+        session.bytes += data.length;
+        if (!res.write(data)) await new Promise<void>((ok, bad) => {
+          res.once('drain', ok);
+          res.once('close', () => bad(new Error('client went away')));
+        });
+        if (res.destroyed) return;
+      }
+      res.end();
+    } catch (e) {
+      deps.log('warn', 'disk read failed mid-response: connection closed', { vdiskId, number, start, end, reason: (e as Error).message });
+      res.destroy();
+    }
+  })();
+  return true;
+}

@@ -1,0 +1,74 @@
+/**
+ * Streaming sessions: one per target and vDisk version, alive while the
+ * target keeps reading (PVS counts connected devices per server). The count
+ * per vDisk is the load the balancer weighs. A session holds its version open
+ * in the cache, so it is never evicted under a reading target.
+ */
+import type { VdiskReader } from './cache/vdisk-cache.js';
+
+export interface Session {
+  client: string;
+  vdiskId: string;
+  number: number;
+  protocol: 'http' | 'nbd';
+  reader: VdiskReader;
+  openedAt: number;
+  lastSeen: number;
+  bytes: number;
+}
+
+export class Sessions {
+  private readonly byKey = new Map<string, Session>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    /** A session with no request for this long is closed. */
+    private readonly idleMs: number,
+    private readonly clock: () => number = Date.now,
+  ) {
+    this.timer = setInterval(() => this.sweep(), Math.max(1000, Math.floor(idleMs / 4)));
+    this.timer.unref();
+  }
+
+  /** The session of this client for this version, opened with `open` if it has none. */
+  touch(client: string, vdiskId: string, number: number, protocol: Session['protocol'], open: () => VdiskReader): Session {
+    const key = `${client}|${vdiskId}.${number}|${protocol}`;
+    const now = this.clock();
+    let s = this.byKey.get(key);
+    if (!s) {
+      s = { client, vdiskId, number, protocol, reader: open(), openedAt: now, lastSeen: now, bytes: 0 };
+      this.byKey.set(key, s);
+    }
+    s.lastSeen = now;
+    return s;
+  }
+
+  /** Distinct clients reading any version of this vDisk. */
+  countFor(vdiskId: string): number {
+    return new Set([...this.byKey.values()].filter((s) => s.vdiskId === vdiskId).map((s) => s.client)).size;
+  }
+
+  /** Distinct clients reading anything. */
+  total(): number {
+    return new Set([...this.byKey.values()].map((s) => s.client)).size;
+  }
+
+  list(): Session[] {
+    return [...this.byKey.values()];
+  }
+
+  sweep(): void {
+    const now = this.clock();
+    for (const [key, s] of this.byKey)
+      if (now - s.lastSeen > this.idleMs) {
+        this.byKey.delete(key);
+        s.reader.close();
+      }
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    for (const s of this.byKey.values()) s.reader.close();
+    this.byKey.clear();
+  }
+}
