@@ -3,6 +3,7 @@
  * its table. Only this file reads flags.
  *
  *   npm run bench -- vdisk [--size 2G] [--concurrency 4]
+ *   npm run bench -- http [--size 256M] [--seconds 10] [--connections 16]
  */
 import '../cli/node-warnings.js';
 import { parseArgs } from 'node:util';
@@ -15,6 +16,11 @@ const SUITES: Record<string, (args: string[]) => Promise<void>> = {
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new Error(`--concurrency ${values.concurrency}: must be 1-64`);
     const { benchVdisk } = await import('./vdisk.js');
     await benchVdisk({ sizeBytes: parseSize(values.size), concurrency, out: (s) => console.log(s), log: (s) => console.error(s) });
+  },
+  http: async (args) => {
+    const { values } = parseArgs({ args, options: { size: { type: 'string', default: '256M' }, seconds: { type: 'string', default: '10' }, connections: { type: 'string', default: '16' } }, strict: true });
+    const { benchHttp } = await import('./http.js');
+    await benchHttp({ sizeBytes: parseSize(values.size), seconds: Number(values.seconds), connections: Number(values.connections), out: (s) => console.log(s), log: (s) => console.error(s) });
   },
 };
 

@@ -4,7 +4,8 @@
  * (temp -> fsync -> rename -> fsync dir), so after any crash a chunk file that
  * exists is a verified chunk and a temp file is garbage.
  */
-import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
+import { close as fsClose, open as fsOpen, read as fsRead } from 'node:fs';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FarmError } from '../../model/errors.js';
 import { sha256Hex } from '../../model/manifest.js';
@@ -57,6 +58,7 @@ export async function openChunkStore(root: string, log: CacheLog): Promise<Opene
     return hash;
   };
 
+  const handles = new HandleCache(MAX_OPEN_CHUNKS);
   const store: ChunkStore = {
     has: (hash) => present.has(hash),
     hashes: () => present.values(),
@@ -76,12 +78,13 @@ export async function openChunkStore(root: string, log: CacheLog): Promise<Opene
     },
     async readInto(hash, offset, target, targetOffset, length) {
       if (!present.has(hash)) throw new FarmError('internal', `chunk ${hash} is not held`);
-      const fh = await open(pathOf(hash), 'r');
+      const h = handles.acquire(hash, pathOf(hash));
       try {
-        const { bytesRead } = await fh.read(target, targetOffset, length, offset);
+        const fd = await h.fd;
+        const bytesRead = await new Promise<number>((ok, bad) => fsRead(fd, target, targetOffset, length, offset, (e, n) => (e ? bad(e) : ok(n))));
         if (bytesRead !== length) throw new FarmError('internal', `chunk ${hash}: file is shorter than expected (${offset + bytesRead} bytes)`);
       } finally {
-        await fh.close();
+        handles.release(h);
       }
     },
     async readAll(hash) {
@@ -95,6 +98,7 @@ export async function openChunkStore(root: string, log: CacheLog): Promise<Opene
     },
     async remove(hash) {
       present.delete(checked(hash));
+      handles.forget(hash);
       // No fsync: if a crash brings the file back, it is still a verified chunk (collected as an orphan at the next open).
       await rm(pathOf(hash), { force: true });
     },
@@ -112,4 +116,60 @@ export async function openChunkStore(root: string, log: CacheLog): Promise<Opene
     },
   };
   return { store, tempSwept };
+}
+
+/** Chunk files kept open for reads: a boot storm reads the same few chunks over and over. */
+const MAX_OPEN_CHUNKS = 256;
+
+interface Handle {
+  hash: string;
+  fd: Promise<number>;
+  users: number;
+  /** Out of the cache (evicted or its chunk removed): closed when its last user is done. */
+  retired: boolean;
+}
+
+/**
+ * Open file descriptors by chunk, least recently used first out. A descriptor
+ * is closed only when no read uses it: closing under a read could let the
+ * number be reused by another file and that read return its bytes.
+ */
+class HandleCache {
+  private readonly open = new Map<string, Handle>();
+  constructor(private readonly max: number) {}
+
+  acquire(hash: string, path: string): Handle {
+    let h = this.open.get(hash);
+    if (h) this.open.delete(hash);
+    else {
+      h = { hash, fd: new Promise<number>((ok, bad) => fsOpen(path, 'r', (e, fd) => (e ? bad(e) : ok(fd)))), users: 0, retired: false };
+      // A failed open is not kept.
+      h.fd.catch(() => this.forget(hash));
+    }
+    this.open.set(hash, h);
+    h.users++;
+    while (this.open.size > this.max) this.retire(this.open.keys().next().value as string);
+    return h;
+  }
+
+  release(h: Handle): void {
+    h.users--;
+    if (h.retired && h.users === 0) this.close(h);
+  }
+
+  forget(hash: string): void {
+    this.retire(hash);
+  }
+
+  private retire(hash: string): void {
+    const h = this.open.get(hash);
+    if (!h) return;
+    this.open.delete(hash);
+    h.retired = true;
+    if (h.users === 0) this.close(h);
+  }
+
+  private close(h: Handle): void {
+    h.fd.then((fd) => fsClose(fd, () => undefined)).catch(() => undefined);
+  }
 }
