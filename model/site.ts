@@ -23,6 +23,18 @@ export const BootstrapSchema = z
     pollingTimeoutMs: timeoutMs.default(5000),
     generalTimeoutMs: timeoutMs.default(5000),
     verbose: z.boolean().default(false),
+    /** First-stage iPXE files the ProxyDHCP offers, by firmware (Debian package ipxe names). */
+    files: z
+      .object({
+        /** BIOS: undionly.kpxe drives the NIC through its PXE ROM; ipxe.pxe uses iPXE's own drivers. */
+        bios: z.enum(['undionly.kpxe', 'ipxe.pxe']).default('undionly.kpxe'),
+        /** UEFI x64: snponly.efi uses the firmware's network driver; ipxe.efi iPXE's own. */
+        uefiX64: z.enum(['snponly.efi', 'ipxe.efi']).default('snponly.efi'),
+        /** ARM64 UEFI: a file in the appliance's bootstrap folder, or null when there is none (Debian 12's ipxe has none). */
+        arm64: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be a file name').nullable().default(null),
+      })
+      .strict()
+      .prefault({}),
     /** What a target does when it loses its appliance (PVS: restore connection, or reboot to hard disk after 50 s). */
     networkRecovery: z
       .object({
