@@ -41,6 +41,9 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
     const snapshot = deps.snapshot();
     if (!snapshot) return c.body('#!ipxe\necho bootfarm: this appliance has no farm configuration yet: asking again in 10 s\nsleep 10\nchain --autofree ${0} || reboot\n'.replace('${0}', c.req.url), 503, text);
     const clientIp = (c.env?.incoming?.socket?.remoteAddress ?? '').replace(/^::ffff:/, '') || null;
+    // This appliance as the target reached it (through NAT, on another of its addresses): that address works for the target.
+    const host = c.req.header('host');
+    const base = (a: Snapshot['appliances'][number]) => (a.id === deps.self && host && /^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:.]+\](:\d{1,5})?$/.test(host) ? `http://${host}` : deps.baseUrl(a));
     const r = planBoot({
       snapshot,
       autoAdded: deps.autoAdded(),
@@ -48,7 +51,7 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
       clientIp,
       self: deps.self,
       state: deps.state,
-      diskUrl: (a, vdiskId, n) => `${deps.baseUrl(a)}/vdisks/${vdiskId}/${n}?mac=${mac.replace(/:/g, '-')}`,
+      diskUrl: (a, vdiskId, n) => `${base(a)}/vdisks/${vdiskId}/${n}?mac=${mac.replace(/:/g, '-')}`,
       selfUrl: c.req.url,
     });
     if (r.added) {
