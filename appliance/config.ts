@@ -51,6 +51,31 @@ export const ApplianceConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** Boot services. ProxyDHCP also needs the site's proxyDhcp.enabled (farm setting); these say whether and where this box runs them. */
+    boot: z
+      .object({
+        proxyDhcp: z
+          .object({
+            enabled: z.boolean().default(true),
+            /** 0.0.0.0 receives the broadcast DISCOVERs. */
+            bindAddress: z.string().default('0.0.0.0'),
+            port: z.number().int().min(0).max(65535).default(67),
+            pxePort: z.number().int().min(0).max(65535).default(4011),
+          })
+          .strict()
+          .prefault({}),
+        tftp: z
+          .object({
+            enabled: z.boolean().default(true),
+            /** 0.0.0.0: this appliance's own address from the snapshot (answers must come from the address the client asked). */
+            host: z.string().default('0.0.0.0'),
+            port: z.number().int().min(0).max(65535).default(69),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
     /** Folder of the bootstrap files (Debian package ipxe). */
     bootstrapDir: z.string().default('/usr/lib/ipxe'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),

@@ -40,12 +40,17 @@ import type { ApplianceState } from './boot/plan.js';
 import { bootRoutes } from './boot/routes.js';
 import { handleDisk } from './http/disk.js';
 import { Sessions } from './sessions.js';
+import type { ProxyConfig } from './dhcp/proxy.js';
+import { startProxyDhcp } from './dhcp/server.js';
+import { startTftpServer } from './tftp/server.js';
 import { SnapshotRefused, SnapshotStore, type CachedSnapshot } from './snapshot-store.js';
 
 /** How long a peer that failed a chunk request is left out of the sources. */
 export const PEER_RETRY_MS = 30_000;
 /** A streaming session with no read for this long is over. */
 export const SESSION_IDLE_MS = 60_000;
+/** Debian's ipxe links ipxe.efi and ipxe.lkrn to /boot and ROMs to qemu/: the TFTP server may follow links there. */
+const BOOTSTRAP_SYMLINK_TARGETS = ['/boot', '/usr/lib/ipxe'];
 
 export interface ApplianceDeps {
   config: ApplianceConfig;
@@ -208,7 +213,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
   });
 
   // Streaming sessions (HTTP now, NBD in issue 6): the load the balancer weighs.
-  const sessions = new Sessions(SESSION_IDLE_MS);
+  const sessions = new Sessions(SESSION_IDLE_MS, Date.now, (s) => log('info', 'disk session opened', { client: s.client, vdiskId: s.vdiskId, version: s.number, protocol: s.protocol }));
   const autoAdded = await AutoAdded.open(dataDir, log);
 
   // ---- HTTP service: health, metrics, peer chunks, boot scripts, bootstrap files, disks
@@ -261,6 +266,31 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     server.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? new Error(`http.port ${config.http.port} on ${config.http.host} is in use`) : e));
     server.listen(config.http.port, config.http.host, () => resolve((server.address() as AddressInfo).port));
   });
+  // ---- boot services: ProxyDHCP (only while the site has it on) and TFTP for the first stage
+  const selfInSnapshot = () => current?.snapshot.appliances.find((a) => a.id === config.applianceId);
+  const proxyConfig = (): ProxyConfig | null => {
+    const snap = current?.snapshot;
+    const self = selfInSnapshot();
+    if (!snap?.site.proxyDhcp.enabled || !self) return null;
+    const serverIp = self.streamingAddresses[0] ?? self.managementAddress;
+    const base = `http://${serverIp}:${port}`;
+    const files = snap.site.bootstrap.files;
+    return { serverIp, scriptUrl: `${base}/boot.ipxe`, httpBootUrl: `${base}/bootstrap/ipxe.efi`, files: { bios: files.bios, uefiX64: files.uefiX64, arm64: files.arm64 } };
+  };
+  // TFTP answers from its transfer socket: bound to 0.0.0.0 the kernel would pick the interface's first
+  // address as source, and firmware (EDK2) drops DATA that does not come from the server it asked.
+  const selfAtStart = selfInSnapshot();
+  const tftpHost = config.boot.tftp.host === '0.0.0.0' && selfAtStart ? (selfAtStart.streamingAddresses[0] ?? selfAtStart.managementAddress) : config.boot.tftp.host;
+  const tftp = config.boot.tftp.enabled
+    ? await startTftpServer({ host: tftpHost, port: config.boot.tftp.port, root: () => config.bootstrapDir, symlinkTargets: BOOTSTRAP_SYMLINK_TARGETS, log })
+    : null;
+  const dhcp = config.boot.proxyDhcp.enabled
+    ? await startProxyDhcp({ bindAddress: config.boot.proxyDhcp.bindAddress, ports: { dhcp: config.boot.proxyDhcp.port, pxe: config.boot.proxyDhcp.pxePort }, config: proxyConfig, log }).catch(async (e) => {
+        await tftp?.close();
+        throw e;
+      })
+    : null;
+
   const url = `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${port}`;
   log('info', 'appliance listening', { url, applianceId: config.applianceId, siteId: config.siteId });
 
@@ -312,6 +342,12 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       { name: 'bootfarm_chunk_verify_failures_total', help: 'Chunks a source served with the wrong content', type: 'counter', samples: [{ value: st.verifyFailures }] },
       g('bootfarm_sessions', 'Open streaming sessions (distinct targets)', sessions.total()),
       g('bootfarm_outbox_pending', 'Events waiting for the control plane', await outbox.count()),
+      ...(dhcp
+        ? [{ name: 'bootfarm_proxydhcp_packets_total', help: 'ProxyDHCP datagrams by what became of them', type: 'counter' as const, samples: Object.entries(dhcp.stats()).map(([outcome, value]) => ({ labels: { outcome }, value })) }]
+        : []),
+      ...(tftp
+        ? [{ name: 'bootfarm_tftp_transfers', help: 'TFTP transfers by state', type: 'counter' as const, samples: Object.entries(tftp.stats()).filter(([, v]) => typeof v === 'number').map(([state, value]) => ({ labels: { state }, value: value as number })) }]
+        : []),
     ];
   }
 
@@ -499,6 +535,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
         (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
         server.close(() => resolve());
       });
+      await Promise.all([dhcp?.close(), tftp?.close()]);
       sessions.close();
       await cache.close();
       log('info', 'appliance stopped');

@@ -25,6 +25,8 @@ export class Sessions {
     /** A session with no request for this long is closed. */
     private readonly idleMs: number,
     private readonly clock: () => number = Date.now,
+    /** Told of each new session (logs). */
+    private readonly onOpen: (s: Session) => void = () => undefined,
   ) {
     this.timer = setInterval(() => this.sweep(), Math.max(1000, Math.floor(idleMs / 4)));
     this.timer.unref();
@@ -38,6 +40,7 @@ export class Sessions {
     if (!s) {
       s = { client, vdiskId, number, protocol, reader: open(), openedAt: now, lastSeen: now, bytes: 0 };
       this.byKey.set(key, s);
+      this.onOpen(s);
     }
     s.lastSeen = now;
     return s;

@@ -102,7 +102,9 @@ async function startLocalAppliance(repo: FarmRepo, api: string, dir: string, por
       await install({ apiUrl: api, token: secret, dataDir: dir, name: `local-appliance-${randomBytes(2).toString('hex')}`, managementAddress: '127.0.0.1', httpHost: '127.0.0.1', httpPort: port, bootstrapDir: '/usr/lib/ipxe', minFreeBytes: 0, systemd: false, cliPath: '', prerequisites: 'warn' });
     }
     // The port is the dev command's choice on every start (0 = any free port), not the one enrolled with.
-    const config = { ...(await loadConfig(dir)), http: { host: '127.0.0.1', port } };
+    // No ProxyDHCP or TFTP on the developer's machine: targets reach the local appliance over HTTP (npm run demo:boot).
+    const loaded = await loadConfig(dir);
+    const config = { ...loaded, http: { host: '127.0.0.1', port }, boot: { proxyDhcp: { ...loaded.boot.proxyDhcp, enabled: false }, tftp: { ...loaded.boot.tftp, enabled: false } } };
     const lines = new Writable({
       write(chunk: Buffer, _enc, done) {
         for (const l of chunk.toString('utf8').split('\n')) if (l) log(`[appliance] ${l}`);

@@ -4,7 +4,7 @@
  * that boots it, and helpers to enrol appliances and run them in-process.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../../../cli/client.js';
@@ -39,8 +39,9 @@ export interface TestSite {
   image: Buffer;
   /** Non-zero chunks of the image. */
   dataChunks: number;
-  enrol(name: string, o?: { address?: string; port?: number }): Promise<{ dataDir: string; config: ApplianceConfig; credential: string }>;
-  run(dataDir: string, o?: { logs?: LogLine[]; fast?: boolean }): Promise<ApplianceHandle>;
+  /** Enrols an appliance; its boot services (DHCP 67, TFTP 69) stay off unless `bootServices` (tests that run it in a namespace). */
+  enrol(name: string, o?: { address?: string; port?: number; bootServices?: boolean }): Promise<{ dataDir: string; config: ApplianceConfig; credential: string }>;
+  run(dataDir: string, o?: { logs?: LogLine[]; fast?: boolean; http?: { host: string; port: number }; bootServices?: boolean }): Promise<ApplianceHandle>;
 }
 
 /** A free TCP port (for appliances several tests bind on different loopback addresses). */
@@ -54,7 +55,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function testSite(o: { imageMiB?: number } = {}): Promise<TestSite> {
+export async function testSite(o: { imageMiB?: number; /** Push this raw image instead of random data. */ imagePath?: string } = {}): Promise<TestSite> {
   const farm = await testFarm();
   const fx = fixtures(farm);
   let api = await serveFarm(farm);
@@ -65,19 +66,26 @@ export async function testSite(o: { imageMiB?: number } = {}): Promise<TestSite>
   const col = await fx.collection(site.id);
   const store = await fx.store();
 
-  // Random data with all-zero runs, so the manifest has null chunks too.
-  const size = (o.imageMiB ?? 4) * 2 ** 20;
-  const image = Buffer.alloc(size);
+  let image: Buffer;
   let dataChunks = 0;
-  for (let i = 0; i < size / CHUNK; i++) {
-    if (i % 5 === 3) continue;
-    randomBytes(CHUNK).copy(image, i * CHUNK);
-    dataChunks++;
+  let path = join(dir, 'image.raw');
+  if (o.imagePath) {
+    path = o.imagePath;
+    image = await readFile(path);
+    for (let i = 0; i < image.length / CHUNK; i++) if (image.subarray(i * CHUNK, (i + 1) * CHUNK).some((b) => b !== 0)) dataChunks++;
+  } else {
+    // Random data with all-zero runs, so the manifest has null chunks too.
+    image = Buffer.alloc((o.imageMiB ?? 4) * 2 ** 20);
+    for (let i = 0; i < image.length / CHUNK; i++) {
+      if (i % 5 === 3) continue;
+      randomBytes(CHUNK).copy(image, i * CHUNK);
+      dataChunks++;
+    }
+    const fh = await open(path, 'w');
+    await fh.write(image, 0, image.length, 0);
+    await fh.close();
   }
-  const path = join(dir, 'image.raw');
-  const fh = await open(path, 'w');
-  await fh.write(image, 0, size, 0);
-  await fh.close();
+  const size = image.length;
   const vdisk = await fx.vdisk(store.id, { sizeBytes: size, chunkSize: CHUNK });
   await pushImage(new ApiClient(api.url, farm.adminToken), { storeId: store.id, name: vdisk.name, files: [path], state: 'production' });
   await fx.target(col.id, { assignments: [{ vdiskId: vdisk.id }] });
@@ -117,12 +125,20 @@ export async function testSite(o: { imageMiB?: number } = {}): Promise<TestSite>
         cliPath: '',
         prerequisites: 'warn',
       });
+      if (!e.bootServices) {
+        const file = join(dataDir, 'appliance.json');
+        const c = JSON.parse(await readFile(file, 'utf8'));
+        await writeFile(file, JSON.stringify({ ...c, boot: { proxyDhcp: { enabled: false }, tftp: { enabled: false } } }));
+      }
       return { dataDir, config: await loadConfig(dataDir), credential: await loadCredential(dataDir) };
     },
     async run(dataDir, r = {}) {
       const config = await loadConfig(dataDir);
       // Tests do not wait for production intervals.
       if (r.fast !== false) config.intervals = { ...config.intervals, heartbeatMs: 1000, pollMs: 1000, retryMinMs: 100, retryMaxMs: 1000, requestTimeoutMs: 2000 };
+      if (r.http) config.http = r.http;
+      // In-process appliances on the host never take the machine's DHCP and TFTP ports.
+      if (!r.bootServices) config.boot = { proxyDhcp: { ...config.boot.proxyDhcp, enabled: false }, tftp: { ...config.boot.tftp, enabled: false } };
       return startAppliance({ config, credential: await loadCredential(dataDir), dataDir, log: (level, msg, fields) => r.logs?.push({ level, msg, ...fields }) });
     },
   };
