@@ -175,7 +175,10 @@ export async function startProxyDhcp(opts: ProxyDhcpOptions): Promise<ProxyDhcpS
     if (port === 67 && dest.address === '255.255.255.255' && bindAddress === '0.0.0.0') {
       sock = (await broadcastSocketFor(cfg.serverIp)) ?? dhcpSocket;
     }
-    if (closed) return;
+    if (closed) {
+      counters.ignored++;
+      return;
+    }
     const bytes = encodeDhcp(decision.reply);
     try {
       await send(sock, bytes, dest);
