@@ -343,7 +343,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       g('bootfarm_sessions', 'Open streaming sessions (distinct targets)', sessions.total()),
       g('bootfarm_outbox_pending', 'Events waiting for the control plane', await outbox.count()),
       ...(dhcp
-        ? [{ name: 'bootfarm_proxydhcp_packets_total', help: 'ProxyDHCP datagrams by what became of them', type: 'counter' as const, samples: Object.entries(dhcp.stats()).map(([outcome, value]) => ({ labels: { outcome }, value })) }]
+        ? [{ name: 'bootfarm_proxydhcp_packets_total', help: 'ProxyDHCP datagrams by what became of them', type: 'counter' as const, samples: Object.entries(dhcp.stats()).filter(([k]) => k !== 'received').map(([outcome, value]) => ({ labels: { outcome }, value })) }]
         : []),
       ...(tftp
         ? [{ name: 'bootfarm_tftp_transfers', help: 'TFTP transfers by state', type: 'counter' as const, samples: Object.entries(tftp.stats()).filter(([, v]) => typeof v === 'number').map(([state, value]) => ({ labels: { state }, value: value as number })) }]

@@ -361,6 +361,24 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
       await new Promise(() => undefined);
     });
 
+  program
+    .command('demo')
+    .description('demos of the local farm')
+    .command('boot')
+    .description('boot a QEMU VM as the demo target from the local appliance (npm start first; needs qemu-system-x86)')
+    .option('--appliance <url>', 'the local appliance', 'http://127.0.0.1:7071')
+    .option('--timeout <seconds>', 'give up after', '180')
+    .action(async (o) => {
+      const { demoBoot, DemoError } = await import('./demo.js');
+      try {
+        const r = await demoBoot({ applianceUrl: o.appliance.replace(/\/+$/, ''), timeoutMs: Number(o.timeout) * 1000, log: out.log });
+        out.log(`the VM booted the demo vDisk in ${r.seconds.toFixed(1)} s and printed: ${r.message}`);
+      } catch (e) {
+        if (e instanceof DemoError) throw new Error(e.message);
+        throw e;
+      }
+    });
+
   const token = program.command('token').description('API tokens (farm admins)');
   token
     .command('create')

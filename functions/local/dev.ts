@@ -18,7 +18,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { fileSigner } from '../signing.js';
 import { s3BlobStore } from '../storage/blobs.js';
 import { dynamoClientConfig, ensureTableAndBucket, s3ClientConfig, startLocalAws } from './local-aws.js';
-import { seedDemoFarm } from './seed.js';
+import { seedDemoDisk, seedDemoFarm } from './seed.js';
 
 export interface DevOptions {
   port: number;
@@ -68,6 +68,13 @@ export async function runDev(o: DevOptions): Promise<void> {
     o.log(`OpenAPI: ${api}/v1/openapi.json`);
     held.forEach((l) => o.log(l));
     held = null;
+    if (seeded) {
+      // The demo disk and target, through the API like an admin's push (the appliance then syncs it).
+      await seedDemoDisk(api, token, dataDir).then(
+        () => o.log('Demo: vDisk "demo" and target demo-vm (52:54:00:12:34:56); boot it with npm run demo:boot'),
+        (e) => o.log(`Demo: not seeded (${(e as Error).message})`),
+      );
+    }
     await o.onReady?.({ api, token });
     if (o.appliancePort !== null && o.appliancePort !== undefined) appliance = await startLocalAppliance(repo, api, resolve(dataDir, 'appliance'), o.appliancePort, o.log);
     o.log('Ctrl-C stops the farm.');

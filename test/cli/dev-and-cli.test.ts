@@ -2,7 +2,7 @@
  * `npm start` as a user runs it: the real `bootfarm dev` process with its
  * DynamoDB Local and s3rver, driven by the real `bootfarm` CLI processes.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, execFile, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -166,6 +166,15 @@ describe('bootfarm dev and the CLI', () => {
     const apps = await cli('appliance', 'list');
     expect(apps.stdout).toMatch(/local-appliance-/);
   });
+
+  test.skipIf(spawnSync('qemu-system-x86_64', ['--version']).status !== 0)('npm run demo:boot boots a VM from the local appliance and prints the demo disk\'s message', async () => {
+    expect(dev.lines).toContain('Demo: vDisk "demo" and target demo-vm (52:54:00:12:34:56); boot it with npm run demo:boot');
+    const appliance = dev.lines.find((l) => l.startsWith('Appliance: '))!.split(' ').pop()!.replace(/\/healthz$/, '');
+    const r = await cli('demo', 'boot', '--appliance', appliance, '--timeout', '120');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/the VM booted the demo vDisk in [\d.]+ s and printed: Hello from the bootfarm demo vDisk/);
+  }, 150_000);
 
   test('an admin enrols an appliance with a one-time token; its config is checked at start', async () => {
     const tok = await cli('token', 'create', '--role', 'appliance-enrol', '--site', 'Default');
