@@ -235,13 +235,12 @@ export function encodeTftp(p: TftpPacket): Buffer {
   }
 }
 
-/** DATA header for a block, for senders that keep the payload in its own buffer (`socket.send([header, payload])`). */
-export function dataHeader(block: number): Buffer {
-  checkU16(block, 'block');
-  const h = Buffer.allocUnsafe(4);
-  h.writeUInt16BE(TFTP_OPCODES.DATA, 0);
-  h.writeUInt16BE(block, 2);
-  return h;
+/**
+ * The block number of an ACK, or null for any other packet: what decodeTftp would say about an
+ * ACK, without building a packet object. For the sender's hot path (one ACK per block).
+ */
+export function ackBlock(buf: Buffer): number | null {
+  return buf.length >= 4 && buf[0] === 0 && buf[1] === TFTP_OPCODES.ACK ? (buf[2]! << 8) | buf[3]! : null;
 }
 
 // ---------------------------------------------------------------- options

@@ -13,6 +13,13 @@
  *   unacknowledged window is sent again and the timer doubles, up to
  *   `maxTimeoutMs`; after `maxRetries` silent rounds the transfer is dropped.
  *   Any ACK that moves the window resets the timer.
+ * - The OACK is sent again at once when the client repeats its RRQ (it did
+ *   not get it), and by the timer only after `oackTimeoutMs` (2 s): the
+ *   server lets the client retransmit first. When only the client's ACK 0
+ *   was lost, a second OACK is harmless to curl, iPXE and EDK2 but makes
+ *   atftp abort ("unexpected OACK"), and atftp, iPXE and EDK2 resend their
+ *   ACK 0 on their own within a second or so; curl does not (after an OACK
+ *   it waits 72 s), so the timer must still resend, just not first.
  * - An ACK for a block already acknowledged is ignored: it never triggers a
  *   retransmission (RFC 1123 section 4.2.3.1, the Sorcerer's Apprentice
  *   bug). An ACK for a block inside the window that was sent (RFC 7440
@@ -21,8 +28,9 @@
  * - An ERROR from the client ends the transfer quietly (EDK2 asks for tsize,
  *   then aborts with error 8, then asks again; iPXE's size probe aborts with 0).
  * - A repeated RRQ from the same client port for the same request, before
- *   the transfer got its first ACK, is a retransmission: it is ignored, the
- *   transfer's own timer resends. A different request from that port replaces it.
+ *   the transfer got its first ACK, is a retransmission: it starts nothing
+ *   new; it gets the OACK again, or DATA 1 from the transfer's own timer. A
+ *   different request from that port replaces the transfer.
  * - A malformed packet is logged (at most a few a minute) and dropped; no
  *   packet can throw out of a socket handler. Only binding the listening
  *   socket is fatal, and it happens before `startTftpServer` resolves.
@@ -35,7 +43,7 @@ import { createSocket, type RemoteInfo, type Socket, type SocketType } from 'nod
 import { isIPv6 } from 'node:net';
 import type { LogFn } from '../log.js';
 import { ackedBlock, blockRange, lastBlock, windowAfter, wireBlock } from './blocks.js';
-import { dataHeader, describeTftp, decodeTftp, encodeTftp, TFTP_ERROR_CODES, TftpDecodeError, type TftpPacket, type TftpRequest } from './codec.js';
+import { ackBlock, describeTftp, decodeTftp, encodeTftp, TFTP_ERROR_CODES, TftpDecodeError, type TftpPacket, type TftpRequest } from './codec.js';
 import { negotiate, type Negotiated } from './negotiate.js';
 import { resolveTftpPath } from './paths.js';
 import { DEFAULT_CHUNK_BYTES, FileCache, FileChangedError, NotRegularFileError, type BlockSource, type FileCacheOptions, type FileCacheStats } from './source.js';
@@ -66,6 +74,12 @@ export interface TftpServerOptions {
   maxTimeoutMs?: number;
   /** Retransmissions in a row without progress before a transfer is dropped. @default 6 */
   maxRetries?: number;
+  /**
+   * First retransmission of an unanswered OACK by the timer (then doubling like DATA); never sooner
+   * than the client's `timeout` option. A repeated RRQ gets the OACK at once. See the module comment.
+   * @default 2000
+   */
+  oackTimeoutMs?: number;
   /** Transfers at once; requests above it are dropped (the client retries) and logged. @default 4096 */
   maxTransfers?: number;
   /** In-memory cache of small files (see source.ts). */
@@ -123,6 +137,7 @@ interface Settings {
   limits: { maxBlksize: number; maxWindowSize: number; maxWindowBytes: number; defaultTimeoutMs: number };
   maxTimeoutMs: number;
   maxRetries: number;
+  oackTimeoutMs: number;
 }
 
 function positiveInt(v: number | undefined, fallback: number, what: string, min = 1, max = Number.MAX_SAFE_INTEGER): number {
@@ -146,6 +161,7 @@ export async function startTftpServer(o: TftpServerOptions): Promise<TftpServer>
     },
     maxTimeoutMs: positiveInt(o.maxTimeoutMs, 8000, 'maxTimeoutMs'),
     maxRetries: positiveInt(o.maxRetries, 6, 'maxRetries', 0),
+    oackTimeoutMs: positiveInt(o.oackTimeoutMs, 2000, 'oackTimeoutMs'),
   };
   const maxTransfers = positiveInt(o.maxTransfers, 4096, 'maxTransfers');
   const log = o.log ?? noLog;
@@ -241,6 +257,7 @@ function onRequest(ctx: Context, msg: Buffer, rinfo: RemoteInfo, maxTransfers: n
   if (existing) {
     if (existing.isRetransmissionOf(packet)) {
       ctx.counters.duplicateRequests++;
+      existing.onRepeatedRequest();
       return;
     }
     void existing.end('replaced by a new request from the same port');
@@ -287,6 +304,8 @@ class Transfer {
   private sent = 0;
   private loading = false;
   private timer: NodeJS.Timeout | undefined;
+  private armedAt = 0;
+  private lastProgress = 0;
   private timeoutMs = 0;
   private retries = 0;
   private readonly startedAt = Date.now();
@@ -319,6 +338,14 @@ class Transfer {
       if (!this.ended()) this.ctx.log('error', 'tftp: transfer failed to start', { ...this.label, error: (e as Error).message });
       await this.end('start failed');
     }
+  }
+
+  /** The client sent its RRQ again: if it is waiting for an OACK, it did not get it. */
+  onRepeatedRequest(): void {
+    if (this.state !== 'oack' || !this.params) return;
+    this.ctx.counters.retransmits++;
+    this.send(encodeTftp({ op: 'OACK', options: this.params.oack }));
+    this.arm(); // the client gets its time again before the timer resends
   }
 
   /** Runs a callback from a timer or a promise: nothing may throw out of it (an uncaught error would end the process). */
@@ -372,6 +399,7 @@ class Transfer {
     if (params.oack.length > 0) {
       this.state = 'oack';
       this.send(encodeTftp({ op: 'OACK', options: params.oack }));
+      this.timeoutMs = Math.max(settings.oackTimeoutMs, params.timeoutMs, params.clientTimeoutMs ?? 0);
       this.arm();
     } else {
       this.state = 'data';
@@ -389,7 +417,14 @@ class Transfer {
       if (e.code === 'ECONNREFUSED') void this.end('client port closed', 'aborted');
       else this.ctx.log('debug', 'tftp: transfer socket error', { ...this.label, error: e.message });
     });
-    sock.on('message', (msg) => this.safely('packet handler', () => this.onMessage(msg)));
+    sock.on('message', (msg) => {
+      try {
+        this.onMessage(msg);
+      } catch (e) {
+        this.ctx.log('error', 'tftp: packet handler failed', { ...this.label, error: (e as Error).message });
+        void this.end('packet handler failed');
+      }
+    });
     return new Promise<void>((resolve, reject) => {
       const fail = (e: Error) => reject(e);
       sock.once('error', fail);
@@ -416,6 +451,9 @@ class Transfer {
 
   private onMessage(msg: Buffer): void {
     if (this.state === 'done' || this.state === 'starting') return;
+    // The packet that comes once per block, without building a packet object.
+    const block = ackBlock(msg);
+    if (block !== null) return this.onAck(block);
     let p: TftpPacket;
     try {
       p = decodeTftp(msg);
@@ -431,18 +469,18 @@ class Transfer {
       void this.end(`client error ${p.code}`, 'aborted');
       return;
     }
-    if (p.op !== 'ACK') {
-      this.ctx.log('debug', 'tftp: unexpected packet in a transfer dropped', { ...this.label, packet: describeTftp(p) });
-      return;
-    }
+    this.ctx.log('debug', 'tftp: unexpected packet in a transfer dropped', { ...this.label, packet: describeTftp(p) });
+  }
+
+  private onAck(block: number): void {
     if (this.state === 'oack') {
-      if (p.block !== 0) return;
+      if (block !== 0) return;
       this.state = 'data';
       this.progress();
       this.pump();
       return;
     }
-    const n = ackedBlock(p.block, this.acked, this.sent);
+    const n = ackedBlock(block, this.acked, this.sent);
     if (n === null) return; // duplicate or old: never a retransmission (Sorcerer's Apprentice)
     this.acked = n;
     if (n === this.last) {
@@ -477,7 +515,7 @@ class Transfer {
       const r = blockRange(b, blksize, this.size);
       const payload = this.source.peek(r.offset, r.length);
       if (payload === null) return; // cannot happen: the whole range was checked
-      this.sendParts([dataHeader(wireBlock(b)), payload]);
+      this.send(encodeTftp({ op: 'DATA', block: wireBlock(b), data: payload }));
       if (b > this.sent) {
         this.sent = b;
         counters.dataPackets++;
@@ -488,20 +526,33 @@ class Transfer {
     }
   }
 
-  private arm(): void {
+  /** Starts the retransmit timer: it fires `delay` ms from now. */
+  private arm(delay = this.timeoutMs): void {
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.safely('retransmission', () => this.onTimeout()), this.timeoutMs);
+    this.armedAt = performance.now();
+    this.timer = setTimeout(this.onTimer, delay);
   }
+
+  /**
+   * Progress does not touch the timer (one ACK per block would reset it thousands of times a
+   * second): it records when it happened, and the timer, when it fires, waits for the rest of the
+   * timeout counted from the last progress.
+   */
+  private readonly onTimer = (): void =>
+    this.safely('retransmission', () => {
+      const rest = this.lastProgress + this.timeoutMs - performance.now();
+      if (this.lastProgress > this.armedAt && rest >= 1) this.arm(rest);
+      else this.onTimeout();
+    });
 
   /** The client moved: back to the initial timeout, retry count cleared. */
   private progress(): void {
     this.retries = 0;
+    this.lastProgress = performance.now();
     const initial = this.params?.timeoutMs ?? this.timeoutMs;
-    if (this.timeoutMs !== initial || !this.timer) {
+    if (this.timeoutMs !== initial) {
       this.timeoutMs = initial;
       this.arm();
-    } else {
-      this.timer.refresh();
     }
   }
 
@@ -535,10 +586,6 @@ class Transfer {
 
   private send(buf: Buffer): void {
     this.sock?.send(buf);
-  }
-
-  private sendParts(parts: Buffer[]): void {
-    this.sock?.send(parts);
   }
 
   private sendAndWait(buf: Buffer): Promise<void> {

@@ -328,6 +328,37 @@ describe('retransmission', () => {
     }
   });
 
+  it('sends the OACK again at once when the client repeats its RRQ, and from the timer only after oackTimeoutMs; an unanswered OACK is dropped in time', async () => {
+    const { s } = await server({ timeoutMs: 50, oackTimeoutMs: 300, maxTimeoutMs: 300, maxRetries: 2 });
+    const peer = await rawPeer();
+    try {
+      const request = rrq('ten.bin', { blksize: '1024', tsize: '0' });
+      peer.send(request, s.port);
+      const oack = await peer.next();
+      expect(oack?.p).toMatchObject({ op: 'OACK' });
+      expect(await peer.collect(200)).toEqual([]); // the client gets time to resend its ACK 0 first (atftp aborts on a second OACK)
+      peer.send(request, s.port); // the client did not get the OACK
+      const again = await peer.next();
+      expect(again).toMatchObject({ p: { op: 'OACK' }, port: oack!.port });
+      const timed = await peer.next(500); // nothing from the client: the timer resends (curl waits 72 s for DATA 1 otherwise)
+      expect(timed).toMatchObject({ p: { op: 'OACK' }, port: oack!.port });
+      expect(timed!.at - again!.at).toBeGreaterThanOrEqual(295);
+      peer.send({ op: 'ACK', block: 0 }, oack!.port);
+      expect((await peer.next())?.p).toMatchObject({ op: 'DATA', block: 1 });
+      peer.send({ op: 'ERROR', code: 0, message: 'enough' }, oack!.port);
+      // A client that never answers the OACK: dropped after the retries (300 + 300 + 300 ms).
+      const quiet = await rawPeer();
+      quiet.send(request, s.port);
+      expect((await quiet.next())?.p).toMatchObject({ op: 'OACK' });
+      await sleep(1100);
+      expect(s.stats()).toMatchObject({ active: 0, failed: 1, duplicateRequests: 1 });
+      quiet.close();
+    } finally {
+      peer.close();
+      await s.close();
+    }
+  });
+
   it('ends quietly on an ERROR from the client: nothing is sent after it', async () => {
     const { s, logs } = await server({ timeoutMs: 100 });
     const peer = await rawPeer();
