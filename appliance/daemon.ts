@@ -341,6 +341,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       { name: 'bootfarm_chunk_bytes_fetched_total', help: 'Bytes of chunks fetched and verified, by source', type: 'counter', samples: Object.entries(st.fetchedBySource).map(([source, f]) => ({ labels: { source }, value: f.bytes })) },
       { name: 'bootfarm_chunk_verify_failures_total', help: 'Chunks a source served with the wrong content', type: 'counter', samples: [{ value: st.verifyFailures }] },
       g('bootfarm_sessions', 'Open streaming sessions (distinct targets)', sessions.total()),
+      { name: 'bootfarm_disk_bytes_served_total', help: 'Disk bytes sent to targets, per vDisk', type: 'counter', samples: [...sessions.bytesByVdisk].map(([vdisk, value]) => ({ labels: { vdisk }, value })) },
       g('bootfarm_outbox_pending', 'Events waiting for the control plane', await outbox.count()),
       ...(dhcp
         ? [{ name: 'bootfarm_proxydhcp_packets_total', help: 'ProxyDHCP datagrams by what became of them', type: 'counter' as const, samples: Object.entries(dhcp.stats()).filter(([k]) => k !== 'received').map(([outcome, value]) => ({ labels: { outcome }, value })) }]

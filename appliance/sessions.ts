@@ -15,6 +15,8 @@ export interface Session {
   openedAt: number;
   lastSeen: number;
   bytes: number;
+  /** Responses being sent: a session is never closed under one. */
+  inFlight: number;
 }
 
 export class Sessions {
@@ -38,7 +40,7 @@ export class Sessions {
     const now = this.clock();
     let s = this.byKey.get(key);
     if (!s) {
-      s = { client, vdiskId, number, protocol, reader: open(), openedAt: now, lastSeen: now, bytes: 0 };
+      s = { client, vdiskId, number, protocol, reader: open(), openedAt: now, lastSeen: now, bytes: 0, inFlight: 0 };
       this.byKey.set(key, s);
       this.onOpen(s);
     }
@@ -56,6 +58,16 @@ export class Sessions {
     return new Set([...this.byKey.values()].map((s) => s.client)).size;
   }
 
+  /** Bytes served per vDisk since start (also for sessions already closed). */
+  readonly bytesByVdisk = new Map<string, number>();
+
+  /** Counts bytes sent for a session; keeps it alive while it streams. */
+  sent(s: Session, n: number): void {
+    s.bytes += n;
+    s.lastSeen = this.clock();
+    this.bytesByVdisk.set(s.vdiskId, (this.bytesByVdisk.get(s.vdiskId) ?? 0) + n);
+  }
+
   list(): Session[] {
     return [...this.byKey.values()];
   }
@@ -63,7 +75,7 @@ export class Sessions {
   sweep(): void {
     const now = this.clock();
     for (const [key, s] of this.byKey)
-      if (now - s.lastSeen > this.idleMs) {
+      if (s.inFlight === 0 && now - s.lastSeen > this.idleMs) {
         this.byKey.delete(key);
         s.reader.close();
       }

@@ -29,6 +29,8 @@ export interface PlanInput {
   snapshot: Snapshot;
   /** Targets this appliance added while its snapshot did not have them yet. */
   autoAdded: readonly TargetInput[];
+  /** False when the local limits on offline auto-adds are reached. */
+  mayAutoAdd?: boolean;
   mac: string;
   clientIp: string | null;
   self: string;
@@ -52,7 +54,9 @@ const WAIT_SECONDS = 10;
 
 export function planBoot(i: PlanInput): PlanResult {
   const s = i.snapshot;
-  let target: TargetInput | undefined = s.targets.find((t) => t.mac === i.mac) ?? i.autoAdded.find((t) => t.mac === i.mac);
+  // Targets added offline count only while the farm still allows auto-add (the control plane may have refused them).
+  const refusal = autoAddRefusal(s.farm, s.site);
+  let target: TargetInput | undefined = s.targets.find((t) => t.mac === i.mac) ?? (refusal ? undefined : i.autoAdded.find((t) => t.mac === i.mac));
   let added: TargetInput | null = null;
   const refuse = (message: string, targetId: string | null = null): PlanResult => ({
     plan: { kind: 'refuse', message, seconds: REFUSE_SECONDS },
@@ -61,7 +65,7 @@ export function planBoot(i: PlanInput): PlanResult {
   });
 
   if (!target) {
-    const no = autoAddRefusal(s.farm, s.site);
+    const no = refusal ?? (i.mayAutoAdd === false ? 'this appliance has added as many machines as it may while the cloud has not confirmed them' : null);
     if (no) return refuse(`this machine (${i.mac}) is not a target of site ${s.site.name}, and ${no}. An administrator can add it: bootfarm target create ${i.mac} --name NAME --collection COLLECTION`);
     const col = s.collections.find((c) => c.id === s.site.defaultCollectionId);
     if (!col) return refuse(`this machine (${i.mac}) is not a target of site ${s.site.name}, and the site's default collection is not in this appliance's snapshot`);
@@ -113,6 +117,18 @@ export function planBoot(i: PlanInput): PlanResult {
     });
   }
   const d = chooseAppliance(known, { vdisk, targetIp: i.clientIp });
+  // Peers whose state this appliance does not know yet (issue 7 brings it) may well stream what it cannot.
+  const fixedId = vdisk.loadBalancing.mode === 'fixed' ? vdisk.loadBalancing.applianceId : null;
+  const fallback = fixedId ? unknown.filter((a) => a.id === fixedId) : unknown;
+  if (!d.primary && fallback.length) {
+    const paths = fallback.map((a) => ({ name: a.name, url: i.diskUrl(a, vdisk.id, version.number) }));
+    const reason = fixedId ? `the vDisk is fixed to ${fallback[0]!.name}` : `this appliance cannot stream it (${d.reason}); trying the site's other appliances`;
+    return {
+      plan: { kind: 'vdisk', target: who, vdisk: { name: vdisk.name }, version: version.number, paths, reason },
+      added,
+      event: { targetId: target.mac, outcome: 'vdisk', vdiskId: vdisk.id, version: version.number, streamingApplianceId: fallback[0]!.id, message: reason },
+    };
+  }
   if (!d.primary) {
     const mine = i.state(i.self).holds?.(vdisk.id, version.number);
     if (vdisk.loadBalancing.mode === 'algorithm' && (mine === 'syncing' || mine === null || mine === undefined))

@@ -4,13 +4,21 @@
  * `GET /bootstrap/{file}` (iPXE binaries for UEFI HTTP boot). All from the
  * cached snapshot: nothing here calls the cloud.
  */
-import { readFile, readdir } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { Hono } from 'hono';
 import { normalizeMac, type Snapshot, type TargetInput } from '../../model/index.js';
 import type { LogFn } from '../log.js';
 import { planBoot, type ApplianceState } from './plan.js';
-import { bootScript, genericScript } from './script.js';
+import { bootScript, genericScript, ipxeText, retryScript } from './script.js';
+
+/** The same outcome for the same MAC is recorded again only after this long. */
+const BOOT_EVENT_REPEAT_MS = 10 * 60_000;
+/** Targets this appliance may hold as added offline, and add per minute. */
+const MAX_LOCAL_AUTO_ADDS = 1000;
+const MAX_AUTO_ADDS_PER_MINUTE = 60;
 
 export interface BootRouteDeps {
   snapshot(): Snapshot | null;
@@ -32,21 +40,43 @@ const text = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no
 export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: { socket?: { remoteAddress?: string } } } }> {
   const app = new Hono<{ Bindings: { incoming?: { socket?: { remoteAddress?: string } } } }>();
 
-  app.get('/boot.ipxe', (c) => c.body(genericScript(), 200, text));
+  app.get('/boot.ipxe', (c) => {
+    const snap = deps.snapshot();
+    const peers = (snap?.appliances ?? []).filter((a) => a.id !== deps.self).map((a) => deps.baseUrl(a));
+    return c.body(genericScript(peers), 200, text);
+  });
+
+  // What was last recorded per MAC: a target retrying (waiting, refused) or a stranger probing must not fill the outbox.
+  const lastBoot = new Map<string, { key: string; at: number }>();
+  const shouldRecord = (mac: string, key: string) => {
+    const now = Date.now();
+    const last = lastBoot.get(mac);
+    if (last && last.key === key && now - last.at < BOOT_EVENT_REPEAT_MS) return false;
+    lastBoot.delete(mac);
+    lastBoot.set(mac, { key, at: now });
+    if (lastBoot.size > 10_000) lastBoot.delete(lastBoot.keys().next().value as string);
+    return true;
+  };
+  // Offline auto-adds are bounded: a flood of made-up MACs cannot grow the local list (and the outbox) without end.
+  let addedRecently: number[] = [];
 
   app.get('/boot/:file', async (c) => {
     const file = c.req.param('file');
     const mac = file.endsWith('.ipxe') ? normalizeMac(file.slice(0, -5)) : null;
-    if (!mac) return c.body(`#!ipxe\necho bootfarm: ${file.replace(/[^A-Za-z0-9.:-]/g, '?')} is not a MAC address script\nsleep 10\nreboot\n`, 404, text);
+    // Every answer is a 200 script: iPXE does not run the body of an error response, it would just fail the chain.
+    if (!mac) return c.body(`#!ipxe\necho bootfarm: ${ipxeText(file)} is not a MAC address script\nsleep 10\nreboot\n`, 200, text);
     const snapshot = deps.snapshot();
-    if (!snapshot) return c.body('#!ipxe\necho bootfarm: this appliance has no farm configuration yet: asking again in 10 s\nsleep 10\nchain --autofree ${0} || reboot\n'.replace('${0}', c.req.url), 503, text);
+    if (!snapshot) return c.body(retryScript('this appliance has no farm configuration yet', c.req.url, 10), 200, text);
     const clientIp = (c.env?.incoming?.socket?.remoteAddress ?? '').replace(/^::ffff:/, '') || null;
     // This appliance as the target reached it (through NAT, on another of its addresses): that address works for the target.
     const host = c.req.header('host');
     const base = (a: Snapshot['appliances'][number]) => (a.id === deps.self && host && /^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:.]+\](:\d{1,5})?$/.test(host) ? `http://${host}` : deps.baseUrl(a));
+    const now = Date.now();
+    addedRecently = addedRecently.filter((t) => now - t < 60_000);
     const r = planBoot({
       snapshot,
       autoAdded: deps.autoAdded(),
+      mayAutoAdd: deps.autoAdded().length < MAX_LOCAL_AUTO_ADDS && addedRecently.length < MAX_AUTO_ADDS_PER_MINUTE,
       mac,
       clientIp,
       self: deps.self,
@@ -55,10 +85,11 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
       selfUrl: c.req.url,
     });
     if (r.added) {
+      addedRecently.push(now);
       await deps.recordAutoAdd(r.added);
       deps.log('info', 'target added automatically at its first boot', { mac, name: r.added.name, collectionId: r.added.collectionId });
     }
-    await deps.recordBoot({ ...r.event, mac });
+    if (shouldRecord(mac, `${r.event.outcome}|${r.event.vdiskId}|${r.event.version}|${r.event.streamingApplianceId}`)) await deps.recordBoot({ ...r.event, mac });
     deps.log(r.event.outcome === 'refused' ? 'warn' : 'info', 'boot script', { mac, clientIp, arch: c.req.query('arch') ?? null, outcome: r.event.outcome, vdiskId: r.event.vdiskId, version: r.event.version, appliance: r.event.streamingApplianceId, message: r.event.message });
     return c.body(bootScript(r.plan, snapshot.site.bootstrap), 200, text);
   });
@@ -68,8 +99,11 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
     const file = c.req.param('file');
     const names = await readdir(deps.bootstrapDir).catch(() => [] as string[]);
     if (!names.includes(file) || !/^[A-Za-z0-9._-]+$/.test(file)) return c.body('no such bootstrap file\n', 404, text);
-    const data = await readFile(join(deps.bootstrapDir, file));
-    return c.body(new Uint8Array(data), 200, { 'content-type': 'application/octet-stream', 'content-length': String(data.length) });
+    // Streamed, not read whole: a few hundred UEFI HTTP Boot clients at once must not cost a file each in memory.
+    const path = join(deps.bootstrapDir, file);
+    const info = await stat(path).catch(() => null);
+    if (!info?.isFile()) return c.body('no such bootstrap file\n', 404, text);
+    return c.body(Readable.toWeb(createReadStream(path)) as ReadableStream, 200, { 'content-type': 'application/octet-stream', 'content-length': String(info.size) });
   });
 
   return app;

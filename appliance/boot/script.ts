@@ -47,7 +47,8 @@ export function bootScript(plan: BootPlan, bootstrap: Bootstrap): string {
     case 'wait':
       say(plan.message);
       say(`asking again in ${plan.seconds} s`);
-      lines.push(`sleep ${plan.seconds}`, `chain --autofree ${ipxeUrl(plan.retryUrl)} || reboot`);
+      // --replace: the new script takes this one's place; a plain chain would nest scripts until iPXE runs out of memory.
+      lines.push(`sleep ${plan.seconds}`, `chain --replace --autofree ${ipxeUrl(plan.retryUrl)} || reboot`);
       break;
     case 'local-disk':
       say(`${plan.target.name} (${plan.target.mac}) boots from its local disk`);
@@ -91,6 +92,14 @@ export function bootScript(plan: BootPlan, bootstrap: Bootstrap): string {
  * ProxyDHCP answer, DHCP option 67): it asks again with its MAC and
  * architecture. Relative, so it resolves against wherever it was loaded from.
  */
-export function genericScript(): string {
-  return '#!ipxe\nchain --autofree boot/${mac:hexhyp}.ipxe?arch=${buildarch}&platform=${platform} || reboot\n';
+export function genericScript(fallbacks: readonly string[] = []): string {
+  const path = 'boot/${mac:hexhyp}.ipxe?arch=${buildarch}&platform=${platform}';
+  // The site's other appliances answer the same request alike (PVS: the bootstrap's login servers in order).
+  const others = fallbacks.map((base) => ` || chain --replace --autofree ${ipxeUrl(`${base}/`)}${path}`).join('');
+  return `#!ipxe\nchain --replace --autofree ${path}${others} || goto bf_none\n:bf_none\necho bootfarm: no appliance of this site answered: restarting in 30 s\nsleep 30\nreboot\n`;
+}
+
+/** A script that waits and asks again, for answers that cannot be the target's script yet. Served with 200: iPXE runs no error body. */
+export function retryScript(message: string, url: string, seconds: number): string {
+  return bootScript({ kind: 'wait', message, retryUrl: url, seconds }, { verbose: false } as Bootstrap);
 }

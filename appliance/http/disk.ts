@@ -70,22 +70,42 @@ export function handleDisk(deps: DiskDeps, req: IncomingMessage, res: ServerResp
     res.end();
     return true;
   }
+  session.inFlight++;
   void (async () => {
     try {
       for (let off = start; off <= end; off += PIECE) {
         const data = await reader.read(off, Math.min(PIECE, end - off + 1));
-        session.bytes += data.length;
-        if (!res.write(data)) await new Promise<void>((ok, bad) => {
-          res.once('drain', ok);
-          res.once('close', () => bad(new Error('client went away')));
-        });
+        deps.sessions.sent(session, data.length);
+        if (!res.write(data)) await drained(res);
         if (res.destroyed) return;
       }
       res.end();
     } catch (e) {
       deps.log('warn', 'disk read failed mid-response: connection closed', { vdiskId, number, start, end, reason: (e as Error).message });
       res.destroy();
+    } finally {
+      session.inFlight--;
     }
   })();
   return true;
+}
+
+/** Resolves when the response can take more, rejects when the client went away; leaves no listener behind. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise<void>((ok, bad) => {
+    const done = () => {
+      res.off('drain', onDrain);
+      res.off('close', onClose);
+    };
+    const onDrain = () => {
+      done();
+      ok();
+    };
+    const onClose = () => {
+      done();
+      bad(new Error('client went away'));
+    };
+    res.on('drain', onDrain);
+    res.on('close', onClose);
+  });
 }

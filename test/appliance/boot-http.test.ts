@@ -64,7 +64,7 @@ describe('boot scripts', () => {
 
   it('gives the generic entry that asks again with MAC and architecture', async () => {
     const r = await get('/boot.ipxe');
-    expect(r.text).toBe('#!ipxe\nchain --autofree boot/${mac:hexhyp}.ipxe?arch=${buildarch}&platform=${platform} || reboot\n');
+    expect(r.text).toBe('#!ipxe\nchain --replace --autofree boot/${mac:hexhyp}.ipxe?arch=${buildarch}&platform=${platform} || goto bf_none\n:bf_none\necho bootfarm: no appliance of this site answered: restarting in 30 s\nsleep 30\nreboot\n');
   });
 
   it('refuses a disabled target with a message and a reboot, and boots a local-disk target locally', async () => {

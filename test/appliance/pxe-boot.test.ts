@@ -95,6 +95,8 @@ describe.skipIf(!can.ok)(`PXE boot of real targets${can.ok ? '' : ` (skipped: ${
 
   it('boots a UEFI target through ProxyDHCP and TFTP to iPXE, which reads the disk over HTTP', async () => {
     const tap = await site.addTap();
+    const served = async () => Number(/bootfarm_disk_bytes_served_total\{vdisk="[^"]+"\} (\d+)/.exec((await site.exec('curl', ['-sf', `http://${ADDRESS}/metrics`])).stdout)?.[1] ?? 0);
+    const before = await served();
     const vm = await uefi({ site, tap, mac: MAC.uefi });
     try {
       // The boot script was asked for by the iPXE that TFTP delivered, and the disk was read.
@@ -102,6 +104,9 @@ describe.skipIf(!can.ok)(`PXE boot of real targets${can.ok ? '' : ` (skipped: ${
       const script = logged((e) => e.msg === 'boot script' && e.mac === MAC.uefi);
       expect(script).toMatchObject({ outcome: 'vdisk', arch: 'x86_64' });
       console.log(`UEFI target: power-on to disk reads in ${((Date.now() - vm.startedAt) / 1000).toFixed(1)} s (TCG)`);
+      // Sectors really went out (not just a HEAD), and the script ran: its verbose lines are on the console.
+      await until('disk bytes served', async () => (await served()) > before, 60_000);
+      await vm.waitForSerial(/bootfarm: [^\r\n]*vDisk/, 60_000);
       // The ProxyDHCP answered it and TFTP sent it snponly.efi.
       const metrics = (await site.exec('curl', ['-sf', `http://${ADDRESS}/metrics`])).stdout;
       expect(Number(/bootfarm_proxydhcp_packets_total\{outcome="replied"\} (\d+)/.exec(metrics)?.[1]), metrics).toBeGreaterThan(0);
