@@ -54,28 +54,31 @@ describe.skipIf(!can.ok)(`PXE boot of real targets${can.ok ? '' : ` (skipped: ${
     appliance = site.spawnNode('bin/bootfarm.js', ['appliance', 'run', '--data-dir', app.dataDir], { name: 'appliance' });
     appliance.process.stdout?.on('data', () => undefined);
     await appliance.waitForLine(/"msg":"appliance listening"/, 30_000);
-    // The appliance's JSON log, parsed as it comes.
-    const seen = new Set<string>();
-    const collect = () => {
-      for (const l of appliance.lines) {
-        if (seen.has(l)) continue;
-        seen.add(l);
-        try {
-          events.push(JSON.parse(l.replace(/^[^{]*/, '')));
-        } catch {
-          /* not a log line */
-        }
-      }
-    };
-    setInterval(collect, 200).unref();
   }, 180_000);
+
+  // The appliance's JSON log, parsed up to now.
+  const seen = new Set<string>();
+  const collect = () => {
+    for (const l of appliance.lines) {
+      if (seen.has(l)) continue;
+      seen.add(l);
+      try {
+        events.push(JSON.parse(l.replace(/^[^{]*/, '')));
+      } catch {
+        /* not a log line */
+      }
+    }
+  };
 
   afterAll(async () => {
     await site?.destroy();
     await t?.api.close();
   });
 
-  const logged = (pred: (e: Record<string, unknown>) => boolean) => events.find(pred);
+  const logged = (pred: (e: Record<string, unknown>) => boolean) => {
+    collect();
+    return events.find(pred);
+  };
 
   it('boots a BIOS target from the vDisk: the sectors it read through int 13h match the image', async () => {
     const tap = await site.addTap();
@@ -87,7 +90,8 @@ describe.skipIf(!can.ok)(`PXE boot of real targets${can.ok ? '' : ` (skipped: ${
       expect(await vm.serial()).toContain(disk.message);
       const seconds = ((Date.now() - vm.startedAt) / 1000).toFixed(1);
       console.log(`BIOS target: power-on to disk checksum in ${seconds} s (TCG)`);
-      expect(logged((e) => e.msg === 'boot script' && e.mac === MAC.bios && e.outcome === 'vdisk')).toBeTruthy();
+      // The appliance's log line may trail the VM's serial output by a moment.
+      await until('boot script logged', () => logged((e) => e.msg === 'boot script' && e.mac === MAC.bios && e.outcome === 'vdisk'), 10_000);
     } finally {
       await vm.dispose();
     }
@@ -122,7 +126,7 @@ describe.skipIf(!can.ok)(`PXE boot of real targets${can.ok ? '' : ` (skipped: ${
     try {
       const m = await vm.waitForSerial(DISK_RESULT, 240_000, NO_BOOTABLE_DEVICE);
       expect(parseDiskReport(m[0])).toMatchObject({ ok: true, sum: disk.expectedSum });
-      expect(logged((e) => e.msg === 'target added automatically at its first boot' && e.mac === MAC.stranger)).toMatchObject({ name: 'pxe-001' });
+      expect(await until('auto-add logged', () => logged((e) => e.msg === 'target added automatically at its first boot' && e.mac === MAC.stranger), 10_000)).toMatchObject({ name: 'pxe-001' });
     } finally {
       await vm.dispose();
     }
