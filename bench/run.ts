@@ -4,6 +4,7 @@
  *
  *   npm run bench -- vdisk [--size 2G] [--concurrency 4]
  *   npm run bench -- http [--size 256M] [--seconds 10] [--connections 16]
+ *   npm run bench -- tftp [--size 16M] [--runs 5] [--concurrency 500]
  */
 import '../cli/node-warnings.js';
 import { parseArgs } from 'node:util';
@@ -21,6 +22,11 @@ const SUITES: Record<string, (args: string[]) => Promise<void>> = {
     const { values } = parseArgs({ args, options: { size: { type: 'string', default: '256M' }, seconds: { type: 'string', default: '10' }, connections: { type: 'string', default: '16' } }, strict: true });
     const { benchHttp } = await import('./http.js');
     await benchHttp({ sizeBytes: parseSize(values.size), seconds: Number(values.seconds), connections: Number(values.connections), out: (s) => console.log(s), log: (s) => console.error(s) });
+  },
+  tftp: async (args) => {
+    const { values } = parseArgs({ args, options: { size: { type: 'string', default: '16M' }, runs: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '500' } }, strict: true });
+    const { benchTftp } = await import('./tftp.js');
+    await benchTftp({ sizeBytes: parseSize(values.size), runs: Number(values.runs), concurrency: Number(values.concurrency), out: (s) => console.log(s), log: (s) => console.error(s) });
   },
 };
 
