@@ -14,12 +14,12 @@
  *   `maxTimeoutMs`; after `maxRetries` silent rounds the transfer is dropped.
  *   Any ACK that moves the window resets the timer.
  * - The OACK is sent again at once when the client repeats its RRQ (it did
- *   not get it), and by the timer only after `oackTimeoutMs` (2 s): the
- *   server lets the client retransmit first. When only the client's ACK 0
- *   was lost, a second OACK is harmless to curl, iPXE and EDK2 but makes
- *   atftp abort ("unexpected OACK"), and atftp, iPXE and EDK2 resend their
- *   ACK 0 on their own within a second or so; curl does not (after an OACK
- *   it waits 72 s), so the timer must still resend, just not first.
+ *   not get it), and by the timer only every `oackTimeoutMs` (6 s, or the
+ *   client's `timeout` plus one of ours): the client retransmits first.
+ *   When only the client's ACK 0 was lost, a second OACK is harmless to
+ *   curl, iPXE and EDK2 but makes atftp abort ("unexpected OACK"), and
+ *   atftp (5 s), EDK2 and iPXE resend their ACK 0 on their own; curl does
+ *   not (after an OACK it waits 72 s), so the timer must still resend, late.
  * - An ACK for a block already acknowledged is ignored: it never triggers a
  *   retransmission (RFC 1123 section 4.2.3.1, the Sorcerer's Apprentice
  *   bug). An ACK for a block inside the window that was sent (RFC 7440
@@ -75,9 +75,9 @@ export interface TftpServerOptions {
   /** Retransmissions in a row without progress before a transfer is dropped. @default 6 */
   maxRetries?: number;
   /**
-   * First retransmission of an unanswered OACK by the timer (then doubling like DATA); never sooner
-   * than the client's `timeout` option. A repeated RRQ gets the OACK at once. See the module comment.
-   * @default 2000
+   * Interval at which the timer resends an unanswered OACK (no doubling: one small packet); longer
+   * than the client's `timeout` option when it sent one. A repeated RRQ gets the OACK at once. See
+   * the module comment. @default 6000 (atftp resends its ACK 0 after 5 s, EDK2 after about 3, iPXE sooner)
    */
   oackTimeoutMs?: number;
   /** Transfers at once; requests above it are dropped (the client retries) and logged. @default 4096 */
@@ -161,7 +161,7 @@ export async function startTftpServer(o: TftpServerOptions): Promise<TftpServer>
     },
     maxTimeoutMs: positiveInt(o.maxTimeoutMs, 8000, 'maxTimeoutMs'),
     maxRetries: positiveInt(o.maxRetries, 6, 'maxRetries', 0),
-    oackTimeoutMs: positiveInt(o.oackTimeoutMs, 2000, 'oackTimeoutMs'),
+    oackTimeoutMs: positiveInt(o.oackTimeoutMs, 6000, 'oackTimeoutMs'),
   };
   const maxTransfers = positiveInt(o.maxTransfers, 4096, 'maxTransfers');
   const log = o.log ?? noLog;
@@ -399,7 +399,8 @@ class Transfer {
     if (params.oack.length > 0) {
       this.state = 'oack';
       this.send(encodeTftp({ op: 'OACK', options: params.oack }));
-      this.timeoutMs = Math.max(settings.oackTimeoutMs, params.timeoutMs, params.clientTimeoutMs ?? 0);
+      // Long enough for one of the client's own retransmissions (its `timeout` option) to come first.
+      this.timeoutMs = Math.max(settings.oackTimeoutMs, params.timeoutMs, params.clientTimeoutMs === undefined ? 0 : params.clientTimeoutMs + params.timeoutMs);
       this.arm();
     } else {
       this.state = 'data';
@@ -565,7 +566,9 @@ class Transfer {
       return;
     }
     this.retries++;
-    this.timeoutMs = Math.min(this.timeoutMs * 2, Math.max(this.ctx.settings.maxTimeoutMs, this.params.timeoutMs, this.params.clientTimeoutMs ?? 0));
+    this.ctx.log('debug', 'tftp: timeout, resending', { ...this.label, state: this.state, fromBlock: this.acked + 1, retry: this.retries, waitedMs: this.timeoutMs });
+    // DATA backs off; the OACK keeps its pace: it is one small packet, sent every oackTimeoutMs at most.
+    if (this.state === 'data') this.timeoutMs = Math.min(this.timeoutMs * 2, Math.max(this.ctx.settings.maxTimeoutMs, this.params.timeoutMs, this.params.clientTimeoutMs ?? 0));
     if (this.state === 'oack') {
       this.ctx.counters.retransmits++;
       this.send(encodeTftp({ op: 'OACK', options: this.params.oack }));
