@@ -58,7 +58,9 @@ export async function benchTftp(o: TftpBenchOptions): Promise<void> {
   const size = o.sizeBytes ?? 16 * MiB;
   const runs = o.runs ?? 5;
   const concurrency = o.concurrency ?? 500;
-  if (!Number.isInteger(runs) || runs < 1) throw new Error(`runs ${runs}: must be a positive integer`);
+  if (!Number.isInteger(runs) || runs < 1 || runs > 100) throw new Error(`--runs ${runs}: must be 1-100`);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 5000) throw new Error(`--concurrency ${concurrency}: must be 1-5000`);
+  if (!Number.isInteger(size) || size < 1) throw new Error(`--size ${size}: must be at least one byte`);
   const tools = { curl: has('curl'), atftp: has('atftp'), tftpd: has('in.tftpd') };
   if (!tools.curl && !tools.atftp) throw new Error('needs curl or atftp');
 
