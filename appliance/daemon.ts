@@ -347,7 +347,15 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
         ? [{ name: 'bootfarm_proxydhcp_packets_total', help: 'ProxyDHCP datagrams by what became of them', type: 'counter' as const, samples: Object.entries(dhcp.stats()).filter(([k]) => k !== 'received').map(([outcome, value]) => ({ labels: { outcome }, value })) }]
         : []),
       ...(tftp
-        ? [{ name: 'bootfarm_tftp_transfers', help: 'TFTP transfers by state', type: 'counter' as const, samples: Object.entries(tftp.stats()).filter(([, v]) => typeof v === 'number').map(([state, value]) => ({ labels: { state }, value: value as number })) }]
+        ? (() => {
+            const st = tftp.stats();
+            return [
+              g('bootfarm_tftp_transfers_active', 'TFTP transfers in progress', st.active),
+              { name: 'bootfarm_tftp_transfers', help: 'TFTP read requests by what became of them', type: 'counter' as const, samples: (['started', 'completed', 'failed', 'aborted', 'refused'] as const).map((state) => ({ labels: { state }, value: st[state] })) },
+              { name: 'bootfarm_tftp_retransmits_total', help: 'TFTP packets sent again after a timeout', type: 'counter' as const, samples: [{ value: st.retransmits }] },
+              { name: 'bootfarm_tftp_bytes_total', help: 'TFTP data bytes sent', type: 'counter' as const, samples: [{ value: st.dataBytes }] },
+            ];
+          })()
         : []),
     ];
   }
