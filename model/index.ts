@@ -17,3 +17,4 @@ export * from './snapshot.js';
 export * from './events.js';
 export * from './auto-add.js';
 export * from './balance.js';
+export * from './write-cache.js';
