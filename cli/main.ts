@@ -237,6 +237,18 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
     print({ deleted: `${id}.${number}` }, () => `deleted version ${number} of ${id}`);
   });
 
+  const targetCmd = program.commands.find((c) => c.name() === 'target')!;
+  targetCmd.description(`${targetCmd.description()}, reset-cache`);
+  targetCmd
+    .command('reset-cache <mac-or-name>')
+    .description("empty the target's persistent write cache at its next boot (PVS: reset a cache on server persistent)")
+    .action(async (ref) => {
+      const c = await client();
+      const mac = await resolve(c, 'target', ref);
+      const r = (await c.request('POST', `/v1/targets/${encodeURIComponent(mac)}/write-cache/reset`)).body;
+      print(r, () => `write cache of target ${r.name} (${r.mac}) will be emptied at its next boot`);
+    });
+
   const vdiskCmd = program.commands.find((c) => c.name() === 'vdisk')!;
   vdiskCmd
     .command('push <files...>')

@@ -7,10 +7,11 @@ import { bodyLimit } from 'hono/body-limit';
 import { FarmError } from '../model/index.js';
 import { bearerAuth, type Env } from './auth.js';
 import { errorBody, toResponse, validationError } from './errors.js';
-import { RESOURCES, vdiskResource } from './resources.js';
+import { RESOURCES, targetResource, vdiskResource } from './resources.js';
 import { auditRoutes } from './routes/audit.js';
 import { farmRoutes } from './routes/farm.js';
 import { resourceRoutes } from './routes/resource.js';
+import { targetRoutes } from './routes/targets.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { versionRoutes } from './routes/versions.js';
 import type { FarmRepo } from './storage/repo.js';
@@ -67,6 +68,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
   for (const spec of RESOURCES) {
     const routes = resourceRoutes(spec, deps.repo);
     if (spec === vdiskResource) routes.route('/', versionRoutes(content));
+    if (spec === targetResource) routes.route('/', targetRoutes({ repo: deps.repo, clock }));
     app.route(`/v1${spec.path}`, routes);
   }
   app.route('/v1', contentRoutes(content));

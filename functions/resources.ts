@@ -132,7 +132,8 @@ export const targetResource: ResourceSpec = {
   idParam: { name: 'mac', schema: MacSchema, example: '52:54:00:12:34:56' },
   newId: (f) => f.mac as string,
   immutable: ['mac'],
-  readOnly: { lastBoot: null },
+  // lastBoot is the appliances'; writeCacheResetAt is set only by POST /v1/targets/{mac}/write-cache/reset (routes/targets.ts).
+  readOnly: { lastBoot: null, writeCacheResetAt: null },
   // A target's site is its collection's; moving it to another collection moves it with it.
   complete: async (f, repo) => ({ ...f, siteId: await collectionSite(f.collectionId as string, repo, 'collectionId') }),
   filters: {

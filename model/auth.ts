@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { IdSchema } from './common.js';
 import { FarmError } from './errors.js';
+import { OPERATOR_TARGET_FIELDS } from './target.js';
 
 /**
  * Roles a farm admin can give a token: PVS administrator roles minus the
@@ -89,11 +90,11 @@ export function authorize(p: Principal, action: Action, kind: ObjectKind, siteId
     if (kind === 'site' && action === 'update') return;
     deny(`site admins manage appliances, collections and targets of their site${kind === 'site' ? ', and may only update the site itself' : ''}`);
   }
-  // device-operator
+  // device-operator: operates targets (OPERATOR_TARGET_FIELDS: enable/disable, boot source, write cache reset), configures nothing
   if (kind === 'target' && action === 'update') {
-    const extra = fields.filter((f) => f !== 'disabled' && f !== 'bootFrom');
+    const extra = fields.filter((f) => !(OPERATOR_TARGET_FIELDS as readonly string[]).includes(f));
     if (extra.length === 0) return;
-    deny(`device operators may change only disabled and bootFrom, not ${extra.join(', ')}`);
+    deny(`device operators may change only disabled and bootFrom (and reset the write cache), not ${extra.join(', ')}`);
   }
-  deny('device operators may only enable, disable and choose the boot source of targets');
+  deny('device operators may only enable or disable targets, choose their boot source and reset their write cache');
 }

@@ -37,7 +37,7 @@ export const TargetInputSchema = z
     /** Which versions the target sees: production, test (newest test or production) or maintenance (the maintenance version, read/write). */
     type: z.enum(['production', 'test', 'maintenance']).default('production'),
     bootFrom: z.enum(['vdisk', 'local-disk']).default('vdisk'),
-    /** Write cache limit in MiB; 0 uses the vDisk's default. */
+    /** Write cache limit in MiB for appliance-side caches (temporary and persistent); 0: no limit but the vDisk's size. */
     writeCacheSizeMb: z.number().int().min(0).max(1024 * 1024).default(0),
     personality: PersonalitySchema.default([]),
     /** A disabled target is refused at boot (PVS: "Disable this device"). */
@@ -50,9 +50,20 @@ export const TargetSchema = TargetInputSchema.extend({
   /** The collection's site; kept by the control plane. */
   siteId: IdSchema,
   lastBoot: z.record(z.string(), z.unknown()).nullable(),
+  /**
+   * When an administrator last asked for the target's persistent write cache to be emptied (ISO time); appliances empty it at the target's next boot.
+   * Set only by `POST /v1/targets/{mac}/write-cache/reset`. Defaults to null so that targets stored and snapshots signed before the field existed still parse.
+   */
+  writeCacheResetAt: z.string().nullable().default(null),
 }).meta({ id: 'Target' });
 export type TargetInput = z.infer<typeof TargetInputSchema>;
 export type Target = z.infer<typeof TargetSchema>;
 
-/** Fields a device operator may change (PVS Device Operator: operate devices, not configure them). */
-export const OPERATOR_TARGET_FIELDS = ['disabled', 'bootFrom'] as const;
+/**
+ * Fields a device operator may change (PVS Device Operator: operate devices, not configure them).
+ * `writeCacheResetAt` is not in the input schema (PATCH refuses it): only the write cache reset route sets it.
+ * Emptying a target's persistent write cache is an operation on the device, like disabling it or
+ * booting it from its local disk: it changes nothing of what the target boots or how, and returns
+ * the device to the state of its vDisk that a temporary cache gives at every boot.
+ */
+export const OPERATOR_TARGET_FIELDS = ['disabled', 'bootFrom', 'writeCacheResetAt'] as const;

@@ -297,7 +297,7 @@ async function applyEvent(deps: ApplianceRouteDeps, p: Principal, siteId: string
     let name = taken.has(t.name.toLowerCase()) ? nextFree() : t.name;
     for (let attempt = 0; ; attempt++) {
       try {
-        const { object } = await repo.create('target', { ...t, name, id: t.mac, siteId, lastBoot: null }, p);
+        const { object } = await repo.create('target', { ...t, name, id: t.mac, siteId, lastBoot: null, writeCacheResetAt: null }, p);
         return name === t.name ? { id: e.id, outcome: 'created', targetId: object.id } : { id: e.id, outcome: 'renamed', targetId: object.id, message: `name ${t.name} was taken: added as ${name}` };
       } catch (err) {
         if (!(err instanceof FarmError && err.code === 'already_exists')) throw err;

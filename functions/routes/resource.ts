@@ -211,8 +211,12 @@ export function respond<S extends 200 | 201>(c: Context, object: { version: numb
   return c.json(object as Record<string, unknown>, status) as never;
 }
 
-/** The object with its fields in schema order, id first (DynamoDB maps keep no order). */
-function present(spec: ResourceSpec, o: Obj): Obj {
+/**
+ * The object with its fields in schema order, id first (DynamoDB maps keep no order). A read-only
+ * field added after the object was stored (target `writeCacheResetAt`) shows its initial value.
+ */
+export function present(spec: ResourceSpec, stored: Obj): Obj {
+  const o = { ...spec.readOnly, ...stored } as Obj;
   const keys = ['id', ...Object.keys(spec.schema.shape).filter((k) => k !== 'id')];
   return Object.fromEntries([...keys.filter((k) => k in o).map((k) => [k, o[k]]), ...Object.entries(o).filter(([k]) => !keys.includes(k))]) as Obj;
 }
