@@ -5,6 +5,7 @@
  *   npm run bench -- vdisk [--size 2G] [--concurrency 4]
  *   npm run bench -- http [--size 256M] [--seconds 10] [--connections 16]
  *   npm run bench -- tftp [--size 16M] [--runs 5] [--concurrency 500]
+ *   npm run bench -- nbd [--size 1G] [--runs 5] [--jobs 4] [--seconds 5]
  */
 import '../cli/node-warnings.js';
 import { parseArgs } from 'node:util';
@@ -27,6 +28,16 @@ const SUITES: Record<string, (args: string[]) => Promise<void>> = {
     const { values } = parseArgs({ args, options: { size: { type: 'string', default: '16M' }, runs: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '500' } }, strict: true });
     const { benchTftp } = await import('./tftp.js');
     await benchTftp({ sizeBytes: parseSize(values.size), runs: Number(values.runs), concurrency: Number(values.concurrency), out: (s) => console.log(s), log: (s) => console.error(s) });
+  },
+  nbd: async (args) => {
+    const { values } = parseArgs({ args, options: { size: { type: 'string', default: '1G' }, runs: { type: 'string', default: '5' }, jobs: { type: 'string', default: '4' }, seconds: { type: 'string', default: '5' } }, strict: true });
+    const int = (flag: string, v: string, min: number, max: number) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${flag} ${v}: must be a whole number from ${min} to ${max}`);
+      return n;
+    };
+    const { benchNbd } = await import('./nbd.js');
+    await benchNbd({ sizeBytes: parseSize(values.size), runs: int('runs', values.runs, 1, 50), jobs: int('jobs', values.jobs, 1, 64), seconds: int('seconds', values.seconds, 1, 600), out: (s) => console.log(s), log: (s) => console.error(s) });
   },
 };
 

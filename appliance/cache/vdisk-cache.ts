@@ -84,8 +84,8 @@ export interface VdiskReader {
   readonly contentHash: string;
   readonly sizeBytes: number;
   readonly sectorSize: 512 | 4096;
-  /** Exactly `length` bytes at `offset` (within the disk), all verified. */
-  read(offset: number, length: number): Promise<Buffer>;
+  /** Exactly `length` bytes at `offset` (within the disk), all verified; into `into` (its first `length` bytes) when given. */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   close(): void;
 }
 
@@ -580,12 +580,13 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
         contentHash: v.contentHash,
         sizeBytes: m.sizeBytes,
         sectorSize: m.sectorSize,
-        async read(offset, length) {
+        async read(offset, length, into) {
           if (closed) throw new FarmError('bad_request', 'reader is closed');
           if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > m.sizeBytes)
             throw new FarmError('bad_request', `read of ${length} bytes at ${offset} is outside the disk (${m.sizeBytes} bytes)`);
-          // Zero-filled: null chunks need no read.
-          const out = Buffer.alloc(length);
+          // Every byte is written below (read from a chunk, or zeroed for a null chunk): no zero-fill up front.
+          if (into && into.length < length) throw new FarmError('bad_request', `a ${into.length}-byte buffer cannot take ${length} bytes`);
+          const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
           const end = offset + length;
           for (let pos = offset; pos < end; ) {
             const i = Math.floor(pos / m.chunkSize);
@@ -593,6 +594,7 @@ export async function openVdiskCache(opts: OpenVdiskCacheOptions): Promise<Vdisk
             const n = Math.min(range.end, end) - pos;
             const hash = m.chunks[i];
             if (hash) await chunks.readInto(hash, pos - range.start, out, pos - offset, n);
+            else out.fill(0, pos - offset, pos - offset + n);
             pos += n;
           }
           usage.touch(key, clock());

@@ -87,6 +87,8 @@ export interface ExportInfo {
 /** An export opened by one connection. */
 export interface NbdExport extends ExportInfo {
   read(offset: number, length: number): Promise<Buffer>;
+  /** A buffer `read` returned has been sent and may be used again. */
+  recycle?(data: Buffer): void;
   write?(offset: number, data: Buffer, fua: boolean): Promise<void>;
   writeZeroes?(offset: number, length: number, fua: boolean): Promise<void>;
   trim?(offset: number, length: number, fua: boolean): Promise<void>;
@@ -298,11 +300,24 @@ class Connection {
     this.socket.end();
   }
 
-  private send(...parts: Buffer[]): void {
+  private batching = false;
+
+  /**
+   * Replies that finish in the same turn of the event loop leave in one
+   * writev: under load many reads complete together, and a system call per
+   * reply would cost more than the copy.
+   */
+  private send(parts: Buffer[], sent?: () => void): void {
     if (this.socket.destroyed) return;
-    this.socket.cork();
-    for (const p of parts) this.socket.write(p);
-    this.socket.uncork();
+    if (!this.batching) {
+      this.batching = true;
+      this.socket.cork();
+      setImmediate(() => {
+        this.batching = false;
+        this.socket.uncork();
+      });
+    }
+    parts.forEach((p, i) => this.socket.write(p, i === parts.length - 1 ? sent : undefined));
   }
 
   private async need(n: number): Promise<Buffer | null> {
@@ -313,7 +328,7 @@ class Connection {
 
   /** Option haggling; resolves with the opened export, or null when the client aborted or left. */
   private async handshake(): Promise<NbdExport | null> {
-    this.send(encodeGreeting(HANDSHAKE_FLAGS.FIXED_NEWSTYLE | HANDSHAKE_FLAGS.NO_ZEROES));
+    this.send([encodeGreeting(HANDSHAKE_FLAGS.FIXED_NEWSTYLE | HANDSHAKE_FLAGS.NO_ZEROES)]);
     const cf = await this.need(CLIENT_FLAGS_SIZE);
     if (!cf) return null;
     const flags = decodeClientFlags(cf);
@@ -329,7 +344,7 @@ class Connection {
       if (length > this.limits.maxOptionBytes) throw new Violation(`${optionName(option)} with ${length} bytes of data (at most ${this.limits.maxOptionBytes})`);
       const data = length ? await this.need(length) : Buffer.alloc(0);
       if (!data) return null;
-      const reply = (type: number, body?: Buffer) => this.send(encodeOptionReply(option, type, body));
+      const reply = (type: number, body?: Buffer) => this.send([encodeOptionReply(option, type, body)]);
       const fail = (type: number, message: string) => reply(type, errorMessage(message));
 
       if (option === OPT.EXPORT_NAME) {
@@ -342,7 +357,7 @@ class Connection {
           return null;
         }
         this.opened(name, exp);
-        this.send(encodeExportNameReply(exp.sizeBytes, txFlags(exp), noZeroes));
+        this.send([encodeExportNameReply(exp.sizeBytes, txFlags(exp), noZeroes)]);
         return exp;
       }
       // Without fixed newstyle, an unknown option cannot be answered: only EXPORT_NAME is valid there.
@@ -453,8 +468,8 @@ class Connection {
           if (error) this.stats.errors[String(error)] = (this.stats.errors[String(error)] ?? 0) + 1;
           if (data) this.stats.bytesRead += data.length;
           if (payload && !error) this.stats.bytesWritten += payload.length;
-          if (data && !error) this.send(encodeSimpleReply(req.cookie, 0), data);
-          else this.send(encodeSimpleReply(req.cookie, error));
+          if (data && !error) this.send([encodeSimpleReply(req.cookie, 0), data], exp.recycle ? () => exp.recycle!(data) : undefined);
+          else this.send([encodeSimpleReply(req.cookie, error)]);
         })
         .finally(() => {
           this.inflight--;

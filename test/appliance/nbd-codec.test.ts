@@ -217,7 +217,7 @@ describe('malformed input', () => {
     r[0] = 0;
     expect(() => decodeRequest(r)).toThrow(/request magic 0x00609513/);
     const o = encodeOption(OPT.GO);
-    o[3] ^= 1;
+    o[3] = o[3]! ^ 1;
     expect(() => decodeOptionHeader(o.subarray(0, 16))).toThrow(/IHAVEOPT/);
   });
   it('an error message never exceeds the string limit nor carries NUL', () => {
