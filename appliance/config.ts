@@ -76,6 +76,16 @@ export const ApplianceConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** NBD: the disk of a running OS (boot scripts name the export; see appliance/nbd/README.md). */
+    nbd: z
+      .object({
+        enabled: z.boolean().default(true),
+        host: z.string().default('0.0.0.0'),
+        /** Every appliance of a site uses the same port (peers' exports are named by address only). */
+        port: z.number().int().min(0).max(65535).default(10809),
+      })
+      .strict()
+      .prefault({}),
     /** Folder of the bootstrap files (Debian package ipxe). */
     bootstrapDir: z.string().default('/usr/lib/ipxe'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),

@@ -44,6 +44,10 @@ import type { ProxyConfig } from './dhcp/proxy.js';
 import { startProxyDhcp } from './dhcp/server.js';
 import { startTftpServer } from './tftp/server.js';
 import { SnapshotRefused, SnapshotStore, type CachedSnapshot } from './snapshot-store.js';
+import { newBootId, newerBoot, signExportName, verifyExportName } from './nbd/export-name.js';
+import { bootfarmExports } from './nbd/exports.js';
+import { startNbdServer, type NbdServer } from './nbd/server.js';
+import { WriteCaches } from './write-cache/lifecycle.js';
 
 /** How long a peer that failed a chunk request is left out of the sources. */
 export const PEER_RETRY_MS = 30_000;
@@ -90,6 +94,9 @@ export interface ApplianceHandle {
   sessions: Sessions;
   /** Resolves when a sync pass has finished with nothing left to fetch. */
   synced(): Promise<void>;
+  /** The NBD service (null when off in the config). */
+  nbd: NbdServer | null;
+  writeCaches: WriteCaches;
   stop(): Promise<void>;
 }
 
@@ -235,6 +242,22 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     sessionsFor: (vdiskId) => sessions.countFor(vdiskId),
     sessionsTotal: () => sessions.total(),
   };
+  // ---- NBD: the running OS's disk, read-only or through a write cache on this appliance
+  let nbd: NbdServer | null = null;
+  const writeCaches = await WriteCaches.open({
+    dir: join(dataDir, 'write-cache'),
+    log,
+    // A newer boot of the target: its older boot's connections to that vDisk are dead (the machine restarted).
+    supersede: (_mode, mac, vdiskId, newer) =>
+      nbd?.disconnect((name) => {
+        const secret = current?.snapshot.peerSecret;
+        const c = secret ? verifyExportName(name, secret) : null;
+        return !!c && c.mac === mac && c.vdiskId === vdiskId && newerBoot(newer, c.bootId);
+      }, 'the target booted again'),
+  });
+  const exportsProvider = bootfarmExports({ snapshot: () => current?.snapshot ?? null, autoAdded: () => autoAdded.targets(), cache, sessions, writeCaches, log });
+  if (config.nbd.enabled) nbd = await startNbdServer({ host: config.nbd.host, port: config.nbd.port, exports: exportsProvider, log });
+
   // Peers' load and inventory travel on the LAN with issue 7; until then they are failover paths only.
   const unknownPeer: ApplianceState = { up: null, holds: null, sessionsFor: () => 0, sessionsTotal: () => 0 };
   http.route(
@@ -254,6 +277,19 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       baseUrl,
       bootstrapDir: config.bootstrapDir,
       log,
+      ...(nbd
+        ? {
+            nbd: {
+              port: nbd.port,
+              exportName: (claim) => signExportName({ ...claim, bootId: newBootId(Date.now(), randomBytes(4)) }, current!.snapshot.peerSecret),
+              issued: async (mac, name, clientIp, description) => {
+                exportsProvider.recordBoot(mac, name, clientIp, description);
+                const claim = verifyExportName(name, current!.snapshot.peerSecret);
+                if (claim) await writeCaches.bootStarted(mac, claim.bootId);
+              },
+            },
+          }
+        : {}),
     }),
   );
   const honoListener = getRequestListener(http.fetch);
@@ -286,7 +322,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     : null;
   const dhcp = config.boot.proxyDhcp.enabled
     ? await startProxyDhcp({ bindAddress: config.boot.proxyDhcp.bindAddress, ports: { dhcp: config.boot.proxyDhcp.port, pxe: config.boot.proxyDhcp.pxePort }, config: proxyConfig, log }).catch(async (e) => {
-        await tftp?.close();
+        await Promise.all([tftp?.close(), nbd?.close()]);
         throw e;
       })
     : null;
@@ -345,6 +381,19 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       g('bootfarm_outbox_pending', 'Events waiting for the control plane', await outbox.count()),
       ...(dhcp
         ? [{ name: 'bootfarm_proxydhcp_packets_total', help: 'ProxyDHCP datagrams by what became of them', type: 'counter' as const, samples: Object.entries(dhcp.stats()).filter(([k]) => k !== 'received').map(([outcome, value]) => ({ labels: { outcome }, value })) }]
+        : []),
+      ...(nbd
+        ? (() => {
+            const st = nbd.stats();
+            return [
+              g('bootfarm_nbd_connections', 'Open NBD connections', st.connections),
+              { name: 'bootfarm_nbd_requests_total', help: 'NBD requests by type', type: 'counter' as const, samples: Object.entries(st.requests).map(([type, value]) => ({ labels: { type }, value })) },
+              { name: 'bootfarm_nbd_errors_total', help: 'NBD error replies by errno', type: 'counter' as const, samples: Object.entries(st.errors).map(([errno, value]) => ({ labels: { errno }, value })) },
+              { name: 'bootfarm_nbd_refused_total', help: 'NBD export names refused', type: 'counter' as const, samples: [{ value: st.refused }] },
+              { name: 'bootfarm_nbd_protocol_errors_total', help: 'NBD connections closed for breaking the protocol', type: 'counter' as const, samples: [{ value: st.protocolErrors }] },
+              { name: 'bootfarm_write_cache_bytes', help: 'Bytes written to each open write cache', type: 'gauge' as const, samples: writeCaches.usage().map((u) => ({ labels: { mode: u.mode, mac: u.mac }, value: u.usedBytes })) },
+            ];
+          })()
         : []),
       ...(tftp
         ? (() => {
@@ -529,6 +578,8 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     snapshot: () => current?.snapshot ?? null,
     cache,
     sessions,
+    nbd,
+    writeCaches,
     synced: () =>
       new Promise<void>((resolve) => {
         syncWaiters.push(resolve);
@@ -544,7 +595,8 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
         (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
         server.close(() => resolve());
       });
-      await Promise.all([dhcp?.close(), tftp?.close()]);
+      await Promise.all([dhcp?.close(), tftp?.close(), nbd?.close()]);
+      await writeCaches.close();
       sessions.close();
       await cache.close();
       log('info', 'appliance stopped');

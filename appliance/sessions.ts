@@ -17,6 +17,8 @@ export interface Session {
   bytes: number;
   /** Responses being sent: a session is never closed under one. */
   inFlight: number;
+  /** Open NBD connections: a session is never closed while one is open, however idle. */
+  connections: number;
 }
 
 export class Sessions {
@@ -40,7 +42,7 @@ export class Sessions {
     const now = this.clock();
     let s = this.byKey.get(key);
     if (!s) {
-      s = { client, vdiskId, number, protocol, reader: open(), openedAt: now, lastSeen: now, bytes: 0, inFlight: 0 };
+      s = { client, vdiskId, number, protocol, reader: open(), openedAt: now, lastSeen: now, bytes: 0, inFlight: 0, connections: 0 };
       this.byKey.set(key, s);
       this.onOpen(s);
     }
@@ -68,6 +70,17 @@ export class Sessions {
     this.bytesByVdisk.set(s.vdiskId, (this.bytesByVdisk.get(s.vdiskId) ?? 0) + n);
   }
 
+  /** A connection holds the session open (NBD: an OS may not read its disk for hours). */
+  hold(s: Session): void {
+    s.connections++;
+  }
+
+  /** The connection is gone; the session closes when it has been idle long enough. */
+  release(s: Session): void {
+    s.connections = Math.max(0, s.connections - 1);
+    s.lastSeen = this.clock();
+  }
+
   list(): Session[] {
     return [...this.byKey.values()];
   }
@@ -75,7 +88,7 @@ export class Sessions {
   sweep(): void {
     const now = this.clock();
     for (const [key, s] of this.byKey)
-      if (s.inFlight === 0 && now - s.lastSeen > this.idleMs) {
+      if (s.inFlight === 0 && s.connections === 0 && now - s.lastSeen > this.idleMs) {
         this.byKey.delete(key);
         s.reader.close();
       }

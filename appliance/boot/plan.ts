@@ -9,7 +9,9 @@ import {
   autoAddTarget,
   chooseAppliance,
   selectVersion,
+  streamMode,
   type Candidate,
+  type StreamMode,
   type InventoryEntry,
   type Snapshot,
   type TargetInput,
@@ -40,6 +42,10 @@ export interface PlanInput {
   diskUrl(appliance: Snapshot['appliances'][number], vdiskId: string, number: number): string;
   /** This script's own URL (to ask again). */
   selfUrl: string;
+  /** The NBD export name for this boot (signed, with a new boot id), for the OS to stream its disk; absent: none offered. */
+  nbdExport?(claim: { mac: string; vdiskId: string; version: number; mode: StreamMode }): string;
+  /** host:port of an appliance's NBD service as the target reaches it. */
+  nbdServer?(appliance: Snapshot['appliances'][number]): string;
 }
 
 export interface PlanResult {
@@ -95,6 +101,11 @@ export function planBoot(i: PlanInput): PlanResult {
   );
   if (!version) return refuse(`vDisk ${vdisk.name} has no ${target.type === 'production' ? 'production' : `${target.type} or production`} version for target ${target.name}`, target.mac);
 
+  // The running OS streams its disk over NBD from the same appliances, in the same order, with writes kept as the vDisk says.
+  const mode = streamMode(vdisk, target.type, version.state);
+  const exportName = i.nbdExport?.({ mac: target.mac, vdiskId: vdisk.id, version: version.number, mode }) ?? null;
+  const nbdFor = (list: Snapshot['appliances'][number][]) => (exportName && i.nbdServer ? { exportName, mode, servers: list.map((a) => i.nbdServer!(a)) } : null);
+
   const known: (Candidate & { a: Snapshot['appliances'][number] })[] = [];
   const unknown: Snapshot['appliances'][number][] = [];
   for (const a of s.appliances) {
@@ -122,9 +133,10 @@ export function planBoot(i: PlanInput): PlanResult {
   const fallback = fixedId ? unknown.filter((a) => a.id === fixedId) : unknown;
   if (!d.primary && fallback.length) {
     const paths = fallback.map((a) => ({ name: a.name, url: i.diskUrl(a, vdisk.id, version.number) }));
+    const nbd = nbdFor(fallback);
     const reason = fixedId ? `the vDisk is fixed to ${fallback[0]!.name}` : `this appliance cannot stream it (${d.reason}); trying the site's other appliances`;
     return {
-      plan: { kind: 'vdisk', target: who, vdisk: { name: vdisk.name }, version: version.number, paths, reason },
+      plan: { kind: 'vdisk', target: who, vdisk: { name: vdisk.name }, version: version.number, paths, reason, nbd },
       added,
       event: { targetId: target.mac, outcome: 'vdisk', vdiskId: vdisk.id, version: version.number, streamingApplianceId: fallback[0]!.id, message: reason },
     };
@@ -140,10 +152,10 @@ export function planBoot(i: PlanInput): PlanResult {
     return refuse(`vDisk ${vdisk.name} version ${version.number} cannot be streamed: ${d.reason}`, target.mac);
   }
   // Appliances whose state this one does not know come last: iPXE tries them only if the others fail.
-  const paths = [d.primary, ...d.failover].map((c) => ({ name: c.name, url: i.diskUrl(c.a, vdisk.id, version.number) }));
-  if (vdisk.loadBalancing.mode === 'algorithm') for (const a of unknown) paths.push({ name: a.name, url: i.diskUrl(a, vdisk.id, version.number) });
+  const order = [...[d.primary, ...d.failover].map((c) => c.a), ...(vdisk.loadBalancing.mode === 'algorithm' ? unknown : [])];
+  const paths = order.map((a) => ({ name: a.name, url: i.diskUrl(a, vdisk.id, version.number) }));
   return {
-    plan: { kind: 'vdisk', target: who, vdisk: { name: vdisk.name }, version: version.number, paths, reason: d.reason },
+    plan: { kind: 'vdisk', target: who, vdisk: { name: vdisk.name }, version: version.number, paths, reason: d.reason, nbd: nbdFor(order) },
     added,
     event: { targetId: target.mac, outcome: 'vdisk', vdiskId: vdisk.id, version: version.number, streamingApplianceId: d.primary.id, message: d.reason },
   };

@@ -9,7 +9,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { Hono } from 'hono';
-import { normalizeMac, type Snapshot, type TargetInput } from '../../model/index.js';
+import { normalizeMac, type Snapshot, type StreamMode, type TargetInput } from '../../model/index.js';
 import type { LogFn } from '../log.js';
 import { planBoot, type ApplianceState } from './plan.js';
 import { bootScript, genericScript, ipxeText, retryScript } from './script.js';
@@ -33,6 +33,14 @@ export interface BootRouteDeps {
   baseUrl(a: Snapshot['appliances'][number]): string;
   bootstrapDir: string;
   log: LogFn;
+  /** NBD for the running OS; absent: boot scripts offer none. */
+  nbd?: {
+    port: number;
+    /** Signs an export name for a new boot of this target. */
+    exportName(claim: { mac: string; vdiskId: string; version: number; mode: StreamMode }): string;
+    /** A boot script named this export (listing for that client, older temporary caches dropped). */
+    issued(mac: string, exportName: string, clientIp: string | null, description: string): Promise<void>;
+  };
 }
 
 const text = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' };
@@ -83,12 +91,20 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
       state: deps.state,
       diskUrl: (a, vdiskId, n) => `${base(a)}/vdisks/${vdiskId}/${n}?mac=${mac.replace(/:/g, '-')}`,
       selfUrl: c.req.url,
+      ...(deps.nbd
+        ? {
+            nbdExport: deps.nbd.exportName,
+            nbdServer: (a: Snapshot['appliances'][number]) => `${new URL(base(a)).hostname}:${deps.nbd!.port}`,
+          }
+        : {}),
     });
     if (r.added) {
       addedRecently.push(now);
       await deps.recordAutoAdd(r.added);
       deps.log('info', 'target added automatically at its first boot', { mac, name: r.added.name, collectionId: r.added.collectionId });
     }
+    if (r.plan.kind === 'vdisk' && r.plan.nbd && deps.nbd)
+      await deps.nbd.issued(mac, r.plan.nbd.exportName, clientIp, `${r.plan.target.name}: vDisk ${r.plan.vdisk.name} version ${r.plan.version} (${r.plan.nbd.mode})`).catch((e: Error) => deps.log('error', 'cannot record the boot for NBD', { mac, reason: e.message }));
     if (shouldRecord(mac, `${r.event.outcome}|${r.event.vdiskId}|${r.event.version}|${r.event.streamingApplianceId}`)) await deps.recordBoot({ ...r.event, mac });
     deps.log(r.event.outcome === 'refused' ? 'warn' : 'info', 'boot script', { mac, clientIp, arch: c.req.query('arch') ?? null, outcome: r.event.outcome, vdiskId: r.event.vdiskId, version: r.event.version, appliance: r.event.streamingApplianceId, message: r.event.message });
     return c.body(bootScript(r.plan, snapshot.site.bootstrap), 200, text);

@@ -4,7 +4,7 @@
  * the disk boots, the local disk boots, or the target waits and retries or
  * reboots with a message a person at the screen can act on.
  */
-import type { Site } from '../../model/index.js';
+import type { Site, StreamMode } from '../../model/index.js';
 
 export interface DiskPath {
   /** Appliance name, for messages. */
@@ -14,7 +14,16 @@ export interface DiskPath {
 }
 
 export type BootPlan =
-  | { kind: 'vdisk'; target: { name: string; mac: string }; vdisk: { name: string }; version: number; paths: DiskPath[]; reason: string }
+  | {
+      kind: 'vdisk';
+      target: { name: string; mac: string };
+      vdisk: { name: string };
+      version: number;
+      paths: DiskPath[];
+      reason: string;
+      /** Where the running OS streams the disk (NBD), in the same order as `paths`; null when not offered. */
+      nbd?: { exportName: string; mode: StreamMode; servers: string[] } | null;
+    }
   | { kind: 'local-disk'; target: { name: string; mac: string } }
   /** Wait and ask again (the version is still being copied to the site, say). */
   | { kind: 'wait'; message: string; retryUrl: string; seconds: number }
@@ -32,6 +41,12 @@ export function ipxeText(s: string): string {
 function ipxeUrl(u: string): string {
   if (!/^https?:\/\/[A-Za-z0-9.\-:[\]]+(\/[A-Za-z0-9._~%/=?&:-]*)?$/.test(u)) throw new Error(`not a URL an iPXE script can carry safely: ${u}`);
   return u;
+}
+
+/** A single word an iPXE `set` can carry: no spaces, no `${`, nothing that ends the command. */
+function ipxeWord(w: string): string {
+  if (!/^[A-Za-z0-9._:[\]-]+$/.test(w)) throw new Error(`not a word an iPXE script can carry safely: ${w}`);
+  return w;
 }
 
 export function bootScript(plan: BootPlan, bootstrap: Bootstrap): string {
@@ -59,6 +74,13 @@ export function bootScript(plan: BootPlan, bootstrap: Bootstrap): string {
       say(`${plan.target.name} (${plan.target.mac}): vDisk ${plan.vdisk.name} version ${plan.version} from ${plan.paths[0]!.name}`);
       verbose(plan.reason);
       if (plan.paths.length > 1) verbose(`failover: ${plan.paths.slice(1).map((p) => p.name).join(', ')}`);
+      if (plan.nbd) {
+        // For the OS's initramfs (kernel command line, issue 10): where its disk is once iPXE's HTTP disk is gone.
+        lines.push(`set bootfarm-nbd-export ${ipxeWord(plan.nbd.exportName)}`);
+        lines.push(`set bootfarm-nbd-server ${ipxeWord(plan.nbd.servers[0]!)}`);
+        lines.push(`set bootfarm-nbd-servers ${plan.nbd.servers.map(ipxeWord).join(',')}`);
+        lines.push(`set bootfarm-write-cache ${plan.nbd.mode}`);
+      }
       // Multipath: iPXE uses whichever URI answers and retries all of them if the disk goes away.
       const sanboot = `sanboot --no-describe --drive 0x80 ${plan.paths.map((p) => ipxeUrl(p.url)).join(' ')}`;
       const pause = Math.max(1, Math.round(bootstrap.pollingTimeoutMs / 1000));

@@ -111,7 +111,7 @@ async function startLocalAppliance(repo: FarmRepo, api: string, dir: string, por
     // The port is the dev command's choice on every start (0 = any free port), not the one enrolled with.
     // No ProxyDHCP or TFTP on the developer's machine: targets reach the local appliance over HTTP (npm run demo:boot).
     const loaded = await loadConfig(dir);
-    const config = { ...loaded, http: { host: '127.0.0.1', port }, boot: { proxyDhcp: { ...loaded.boot.proxyDhcp, enabled: false }, tftp: { ...loaded.boot.tftp, enabled: false } } };
+    const config = { ...loaded, http: { host: '127.0.0.1', port }, boot: { proxyDhcp: { ...loaded.boot.proxyDhcp, enabled: false }, tftp: { ...loaded.boot.tftp, enabled: false } }, nbd: { enabled: true, host: '127.0.0.1', port: 10809 } };
     const lines = new Writable({
       write(chunk: Buffer, _enc, done) {
         for (const l of chunk.toString('utf8').split('\n')) if (l) log(`[appliance] ${l}`);
@@ -120,6 +120,7 @@ async function startLocalAppliance(repo: FarmRepo, api: string, dir: string, por
     });
     const handle = await startAppliance({ config, credential: await loadCredential(dir), dataDir: dir, log: logFn(createLogger(config.logLevel, { appliance: config.name }, lines)) });
     log(`Appliance: ${config.name} (${config.applianceId}) ${handle.url}/healthz`);
+    if (handle.nbd) log(`NBD: nbd://127.0.0.1:${handle.nbd.port}/<export name from the target's boot script>`);
     return handle;
   } catch (e) {
     log(`Appliance: not started (${(e as Error).message})`);

@@ -22,7 +22,7 @@ function snapshot(o: { fixedTo?: string; autoAdd?: boolean; vdiskName?: string }
     appliances: [app(A, 'alpha', '192.0.2.10'), app(B, 'beta', '192.0.2.11')],
     collections: [{ id: 'col_cccccccccccccccc', siteId: site.id, name: 'Lab', templateTargetMac: MAC, autoAdd: { prefix: 'lab-', numberLength: 3, suffix: '', startNumber: 1 } }],
     targets: [{ mac: MAC, name: 'pc-01', collectionId: 'col_cccccccccccccccc', assignments: [{ vdiskId: VD }], type: 'production', bootFrom: 'vdisk', disabled: false, personality: [], writeCacheSizeMb: 0, description: '' }],
-    vdisks: [{ id: VD, name: o.vdiskName ?? 'win11', storeId: 'st_ssssssssssssssss', loadBalancing: o.fixedTo ? { mode: 'fixed', applianceId: o.fixedTo } : { mode: 'algorithm', applianceId: null }, subnetAffinity: 'none' }],
+    vdisks: [{ id: VD, name: o.vdiskName ?? 'win11', storeId: 'st_ssssssssssssssss', accessMode: 'standard', writeCacheType: 'device-ram-overflow', loadBalancing: o.fixedTo ? { mode: 'fixed', applianceId: o.fixedTo } : { mode: 'algorithm', applianceId: null }, subnetAffinity: 'none' }],
     versions: [{ vdiskId: VD, number: 3, state: 'production', manifest: 'm', contentHash: 'h' }],
   } as unknown as Snapshot;
 }
@@ -83,6 +83,46 @@ describe('planBoot', () => {
     // Added offline, then auto-add turned off (the farm refused it): the machine is not booted as that target any more.
     const off = planBoot(input(snapshot({ autoAdd: false }), self('verified'), { mac: stranger, autoAdded: [on.added!] }));
     expect(off.plan).toMatchObject({ kind: 'refuse', message: expect.stringContaining('auto-add is off for the farm') });
+  });
+});
+
+describe('NBD in the boot plan', () => {
+  const nbd = { nbdExport: (c: { mac: string; vdiskId: string; version: number; mode: string }) => `bf1.${c.mac.replace(/:/g, '')}.${c.vdiskId}.${c.version}.${c.mode}`, nbdServer: (a: { managementAddress: string }) => `${a.managementAddress}:10809` };
+  const withType = (s: Snapshot, patch: Record<string, unknown>, targetType = 'production', versionState = 'production') => {
+    Object.assign(s.vdisks[0]!, patch);
+    s.targets[0]!.type = targetType as 'production';
+    (s.versions[0] as { state: string }).state = versionState;
+    return s;
+  };
+
+  it('names the export for the version booted, with the write cache mode the vDisk and target type give, on the same appliances in the same order', () => {
+    const cases: [Record<string, unknown>, string, string, string][] = [
+      [{ writeCacheType: 'device-ram-overflow', accessMode: 'standard' }, 'production', 'production', 'read-only'],
+      [{ writeCacheType: 'device-ram', accessMode: 'standard' }, 'production', 'production', 'read-only'],
+      [{ writeCacheType: 'appliance-temporary', accessMode: 'standard' }, 'production', 'production', 'appliance-temporary'],
+      [{ writeCacheType: 'appliance-persistent', accessMode: 'standard' }, 'test', 'production', 'appliance-persistent'],
+      [{ writeCacheType: 'device-ram', accessMode: 'private' }, 'production', 'production', 'image'],
+      [{ writeCacheType: 'device-ram', accessMode: 'standard' }, 'maintenance', 'maintenance', 'image'],
+    ];
+    for (const [vd, type, state, mode] of cases) {
+      const r = planBoot(input(withType(snapshot(), vd, type, state), self('verified'), nbd));
+      expect(r.plan, JSON.stringify(vd)).toMatchObject({ kind: 'vdisk', nbd: { exportName: `bf1.525400000001.${VD}.3.${mode}`, mode, servers: ['192.0.2.10:10809', '192.0.2.11:10809'] } });
+    }
+  });
+
+  it('sets the export for the OS in the script, and offers none without an NBD service', () => {
+    const r = planBoot(input(snapshot(), self('verified'), nbd));
+    const text = bootScript(r.plan, site.bootstrap);
+    expect(text).toContain(`set bootfarm-nbd-export bf1.525400000001.${VD}.3.read-only\n`);
+    expect(text).toContain('set bootfarm-nbd-server 192.0.2.10:10809\nset bootfarm-nbd-servers 192.0.2.10:10809,192.0.2.11:10809\nset bootfarm-write-cache read-only\n');
+    expect(text.indexOf('bootfarm-nbd-export')).toBeLessThan(text.indexOf('sanboot'));
+    const none = planBoot(input(snapshot(), self('verified')));
+    expect(bootScript(none.plan, site.bootstrap)).not.toContain('bootfarm-nbd');
+  });
+
+  it('refuses to put a value that could end the command into the script', () => {
+    const bad = planBoot(input(snapshot(), self('verified'), { ...nbd, nbdExport: () => 'x ${y}' }));
+    expect(() => bootScript(bad.plan, site.bootstrap)).toThrow(/not a word an iPXE script can carry/);
   });
 });
 

@@ -41,7 +41,7 @@ export interface TestSite {
   dataChunks: number;
   /** Enrols an appliance; its boot services (DHCP 67, TFTP 69) stay off unless `bootServices` (tests that run it in a namespace). */
   enrol(name: string, o?: { address?: string; port?: number; bootServices?: boolean }): Promise<{ dataDir: string; config: ApplianceConfig; credential: string }>;
-  run(dataDir: string, o?: { logs?: LogLine[]; fast?: boolean; http?: { host: string; port: number }; bootServices?: boolean }): Promise<ApplianceHandle>;
+  run(dataDir: string, o?: { logs?: LogLine[]; fast?: boolean; http?: { host: string; port: number }; bootServices?: boolean; nbd?: { host: string; port: number } }): Promise<ApplianceHandle>;
 }
 
 /** A free TCP port (for appliances several tests bind on different loopback addresses). */
@@ -128,7 +128,8 @@ export async function testSite(o: { imageMiB?: number; /** Push this raw image i
       if (!e.bootServices) {
         const file = join(dataDir, 'appliance.json');
         const c = JSON.parse(await readFile(file, 'utf8'));
-        await writeFile(file, JSON.stringify({ ...c, boot: { proxyDhcp: { enabled: false }, tftp: { enabled: false } } }));
+        // NBD on an ephemeral port of the test's own address: tests run side by side.
+        await writeFile(file, JSON.stringify({ ...c, boot: { proxyDhcp: { enabled: false }, tftp: { enabled: false } }, nbd: { enabled: true, host: e.address ?? '127.0.0.1', port: 0 } }));
       }
       return { dataDir, config: await loadConfig(dataDir), credential: await loadCredential(dataDir) };
     },
@@ -139,6 +140,7 @@ export async function testSite(o: { imageMiB?: number; /** Push this raw image i
       if (r.http) config.http = r.http;
       // In-process appliances on the host never take the machine's DHCP and TFTP ports.
       if (!r.bootServices) config.boot = { proxyDhcp: { ...config.boot.proxyDhcp, enabled: false }, tftp: { ...config.boot.tftp, enabled: false } };
+      config.nbd = { enabled: true, ...(r.nbd ?? { host: config.http.host === '0.0.0.0' ? '127.0.0.1' : config.http.host, port: 0 }) };
       return startAppliance({ config, credential: await loadCredential(dataDir), dataDir, log: (level, msg, fields) => r.logs?.push({ level, msg, ...fields }) });
     },
   };
