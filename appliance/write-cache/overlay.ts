@@ -57,7 +57,7 @@
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fsyncDir, sweepTemp } from '../fs-atomic.js';
-import { BASE, BlockMap, BlockMapCorrupt, DATA, ZERO, readFully, writeFully } from './block-map.js';
+import { BlockMap, BlockMapCorrupt, DATA, ZERO, readFully, writeFully } from './block-map.js';
 import { OverlayCorrupt, OverlayFull, OverlayMismatch } from './errors.js';
 import { META_FORMAT, metaDifferences, readMeta, writeMeta, type Identity } from './meta.js';
 
@@ -207,13 +207,16 @@ export class Overlay {
     });
   }
 
-  /** Whole blocks inside the range go back to the base (freeing their space); partial edge blocks keep their content. */
+  /**
+   * Changes nothing (NBD lets a server ignore TRIM). Giving blocks back would
+   * need holes punched in the data file, which Node cannot do: the limit would
+   * forget space the file still takes, and a target could fill the appliance's
+   * disk by writing and trimming in turn.
+   */
   async trim(offset: number, length: number, fua = false): Promise<void> {
     this.assertOpen('trim');
     this.assertRange('trim', offset, length);
     return this.mutate(async () => {
-      const { first, end } = this.wholeBlocks(offset, offset + length);
-      this.map.setRange(first, end, BASE);
       if (fua) await this.persist();
     });
   }
@@ -329,7 +332,8 @@ export class Overlay {
     // A block already all zeroes stays so: zeroing part of it changes nothing.
     const toWrite = edges.filter((b) => this.map.get(b) !== ZERO);
     const fresh = toWrite.filter((b) => this.map.get(b) !== DATA).length;
-    this.reserve('writeZeroes', fresh, this.map.count(whole.first, whole.end, DATA));
+    // Whole data blocks are written with zeroes and stay data: their space in the file is taken for good (see trim).
+    this.reserve('writeZeroes', fresh, 0);
     await this.map.allocatePages(this.mapFile, first, end);
     for (const b of toWrite) {
       const block = await this.readSpan(b * bs, bs);
@@ -338,7 +342,18 @@ export class Overlay {
       await writeFully(this.dataFile, [block], b * bs);
     }
     for (const b of toWrite) this.map.setRange(b, b + 1, DATA);
-    this.map.setRange(whole.first, whole.end, ZERO);
+    const zeroes = Buffer.alloc(Math.min(1024 * 1024, (whole.end - whole.first) * bs));
+    for (let b = whole.first; b < whole.end; b++) {
+      if (this.map.get(b) !== DATA) {
+        this.map.setRange(b, b + 1, ZERO);
+        continue;
+      }
+      let e = b + 1;
+      while (e < whole.end && this.map.get(e) === DATA && (e - b) * bs < zeroes.length) e++;
+      this.dataUnsynced = true;
+      await writeFully(this.dataFile, [zeroes.subarray(0, (e - b) * bs)], b * bs);
+      b = e - 1;
+    }
   }
 
   /** Blocks wholly inside [offset, stop); the short last block counts as whole when the range reaches the disk's end. */

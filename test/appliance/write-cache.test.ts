@@ -96,67 +96,53 @@ describe('reads and writes', () => {
     model.write(8 * BS, seededBytes(3, 20));
     await expectMatches(overlay, model);
     expect(overlay.usedBytes()).toBe(BS);
-    // The short block is whole for a range that reaches the end of the disk: it is trimmed and zeroed as a block.
-    await overlay.trim(8 * BS, 123);
-    model.trim(8 * BS, 123);
-    await expectMatches(overlay, model);
+    // The short block is whole for a range that reaches the end of the disk: zeroed as a block (a data block keeps its space).
     await overlay.writeZeroes(8 * BS, 123);
     model.writeZeroes(8 * BS, 123);
     await expectMatches(overlay, model);
-    expect(overlay.stats().zeroBlocks).toBe(1);
+    expect(overlay.usedBytes()).toBe(BS);
     await overlay.close();
     const again = await Overlay.open(opts);
     await expectMatches(again, model);
     await again.close();
   });
 
-  it('writeZeroes: whole blocks cost nothing, partial edges are written as data', async () => {
+  it('writeZeroes: whole base blocks cost nothing, data blocks keep their space, partial edges are written as data', async () => {
     const { overlay, model } = await setup();
     await overlay.write(0, seededBytes(4, 16 * BS));
     model.write(0, seededBytes(4, 16 * BS));
     expect(overlay.usedBytes()).toBe(16 * BS);
-    await overlay.writeZeroes(2 * BS, 4 * BS); // aligned: 4 blocks to zero state
+    await overlay.writeZeroes(2 * BS, 4 * BS); // aligned over data: written with zeroes, still counted
     model.writeZeroes(2 * BS, 4 * BS);
     await expectMatches(overlay, model);
-    expect(overlay.usedBytes()).toBe(12 * BS);
-    expect(overlay.stats().zeroBlocks).toBe(4);
+    expect(overlay.usedBytes()).toBe(16 * BS);
+    expect(overlay.stats().zeroBlocks).toBe(0);
     await overlay.writeZeroes(20 * BS + 7, 3 * BS); // base blocks: two data edges, two zero blocks
     model.writeZeroes(20 * BS + 7, 3 * BS);
     await expectMatches(overlay, model);
-    expect(overlay.usedBytes()).toBe(14 * BS);
-    expect(overlay.stats().zeroBlocks).toBe(6);
+    expect(overlay.usedBytes()).toBe(18 * BS);
+    expect(overlay.stats().zeroBlocks).toBe(2);
     // Zeroing part of a zero block changes nothing and costs nothing.
-    await overlay.writeZeroes(3 * BS + 5, 10);
-    model.writeZeroes(3 * BS + 5, 10);
+    await overlay.writeZeroes(21 * BS + 5, 10);
+    model.writeZeroes(21 * BS + 5, 10);
     await expectMatches(overlay, model);
-    expect(overlay.usedBytes()).toBe(14 * BS);
+    expect(overlay.usedBytes()).toBe(18 * BS);
     // Writing into a zero block merges with zeroes.
-    await overlay.write(4 * BS + 1, Buffer.from([9, 9]));
-    model.write(4 * BS + 1, Buffer.from([9, 9]));
+    await overlay.write(22 * BS + 1, Buffer.from([9, 9]));
+    model.write(22 * BS + 1, Buffer.from([9, 9]));
     await expectMatches(overlay, model);
+    expect(overlay.usedBytes()).toBe(19 * BS);
   });
 
-  it('trim sends whole blocks back to the base and frees them; partial edges stay', async () => {
-    const { overlay, model } = await setup();
-    await overlay.write(0, seededBytes(5, 10 * BS));
-    model.write(0, seededBytes(5, 10 * BS));
-    await overlay.writeZeroes(10 * BS, 2 * BS);
-    model.writeZeroes(10 * BS, 2 * BS);
-    await overlay.trim(BS + 1, 5 * BS); // blocks 2..5 whole; 1 and 6 partial
-    model.trim(BS + 1, 5 * BS);
-    await expectMatches(overlay, model);
-    expect(overlay.usedBytes()).toBe(6 * BS);
-    await overlay.trim(10 * BS, 2 * BS); // zero blocks back to base
-    model.trim(10 * BS, 2 * BS);
-    await expectMatches(overlay, model);
-    expect(overlay.stats().zeroBlocks).toBe(0);
-    await overlay.trim(0, overlay.sizeBytes);
+  it('trim changes nothing and gives no space back (the data file cannot be hole-punched): write-then-trim cannot get round the limit', async () => {
+    const { overlay, model } = await setup(64 * BS, { limitBytes: 8 * BS });
+    await overlay.write(0, seededBytes(5, 8 * BS));
+    model.write(0, seededBytes(5, 8 * BS));
+    await overlay.trim(0, overlay.sizeBytes, true);
     model.trim(0, overlay.sizeBytes);
     await expectMatches(overlay, model);
-    expect(overlay.usedBytes()).toBe(0);
-    // After a flush, pages that went back to all-base leave memory.
-    await overlay.flush();
-    expect(overlay.stats().mapPages).toBe(0);
+    expect(overlay.usedBytes()).toBe(8 * BS);
+    await expect(overlay.write(20 * BS, seededBytes(6, BS))).rejects.toBeInstanceOf(OverlayFull);
   });
 
   it('zero-length requests are no-ops at any offset up to the end', async () => {
@@ -189,26 +175,28 @@ describe('limit', () => {
     expect(overlay.usedBytes()).toBe(4 * BS);
     await expect(overlay.write(10 * BS, Buffer.from('x'))).rejects.toBeInstanceOf(OverlayFull);
     await expect(overlay.writeZeroes(10 * BS + 1, 5)).rejects.toBeInstanceOf(OverlayFull);
-    // Whole-block zeroing and trimming need no space.
+    // Whole-block zeroing of base blocks and trimming need no space (and free none).
     await overlay.writeZeroes(20 * BS, 8 * BS);
     model.writeZeroes(20 * BS, 8 * BS);
     await overlay.trim(0, BS);
     model.trim(0, BS);
     await expectMatches(overlay, model);
-    await overlay.write(10 * BS, Buffer.from('x'));
-    model.write(10 * BS, Buffer.from('x'));
+    await expect(overlay.write(10 * BS, Buffer.from('x'))).rejects.toBeInstanceOf(OverlayFull);
     await expectMatches(overlay, model);
   });
 
-  it('counts what a writeZeroes frees against what its edges need', async () => {
+  it('a writeZeroes needs room for its new edge blocks, even over data it zeroes', async () => {
     const { overlay, model } = await setup(64 * BS, { limitBytes: 4 * BS });
     await overlay.write(0, seededBytes(9, 4 * BS));
     model.write(0, seededBytes(9, 4 * BS));
-    // One new edge block (4), blocks 1..3 freed: fits although the overlay is full.
-    await overlay.writeZeroes(BS, 3 * BS + 10);
-    expect(model.writeZeroes(BS, 3 * BS + 10)).toBe(true);
+    // Blocks 1..3 are zeroed in place (still counted); the new edge block 4 does not fit.
+    await expect(overlay.writeZeroes(BS, 3 * BS + 10)).rejects.toBeInstanceOf(OverlayFull);
+    expect(model.writeZeroes(BS, 3 * BS + 10)).toBe(false);
     await expectMatches(overlay, model);
-    expect(overlay.usedBytes()).toBe(2 * BS);
+    await overlay.writeZeroes(BS, 3 * BS);
+    expect(model.writeZeroes(BS, 3 * BS)).toBe(true);
+    await expectMatches(overlay, model);
+    expect(overlay.usedBytes()).toBe(4 * BS);
   });
 
   it('setLimit raises, lowers and removes the limit', async () => {
@@ -391,10 +379,10 @@ describe('a sparse 1 TiB overlay', () => {
     const around = await again.read(300 * 1024 * MiB, 16);
     expect(around.subarray(5, 12).toString()).toBe('written');
     expect(around[0]).toBe(patternByte(300 * 1024 * MiB));
-    // Trimming the whole disk skips the pages that do not exist, and frees the others at the next flush.
+    // Trimming the whole disk changes nothing (space is never given back).
     await again.trim(0, TiB);
     await again.flush();
-    expect(again.stats()).toMatchObject({ mapPages: 0, usedBytes: 0 });
+    expect(again.stats()).toMatchObject({ mapPages: 3, usedBytes: 3 * BS });
     await again.close();
     // Sparse on disk too: a few blocks allocated, not 1 TiB or 64 MiB.
     expect((await stat(join(dir, 'data'))).blocks * 512).toBeLessThan(MiB);
@@ -420,20 +408,21 @@ describe('coalesced I/O', () => {
     await overlay.write(400 * BS + 7, seededBytes(14, MiB));
     model.write(400 * BS + 7, seededBytes(14, MiB));
     expect(writev).toHaveBeenCalledTimes(1);
-    await overlay.writeZeroes(100 * BS, 20 * BS);
-    model.writeZeroes(100 * BS, 20 * BS);
+    await overlay.writeZeroes(300 * BS, 20 * BS);
+    model.writeZeroes(300 * BS, 20 * BS);
 
-    // A read across base | data (256 blocks) | base | data | zero | data | base ...
+    // A read across base | data (256 blocks) | base | zero | base | data ...
     read.mockClear();
     base.calls.length = 0;
     const got = await overlay.read(8 * BS, 600 * BS);
     expect(got.equals(model.read(8 * BS, 600 * BS))).toBe(true);
-    // data runs: 16..99, 120..271, 400..608 (clipped at 608)
-    expect(read).toHaveBeenCalledTimes(3);
-    // base runs: 8..15, 272..399
+    // data runs: 16..271, 400..608 (clipped at 608)
+    expect(read).toHaveBeenCalledTimes(2);
+    // base runs: 8..15, 272..299, 320..399 (300..319 are zero: no read)
     expect(base.calls).toEqual([
       { offset: 8 * BS, length: 8 * BS },
-      { offset: 272 * BS, length: 128 * BS },
+      { offset: 272 * BS, length: 28 * BS },
+      { offset: 320 * BS, length: 80 * BS },
     ]);
   });
 });
@@ -490,7 +479,7 @@ describe('durability bookkeeping', () => {
     expect(overlay.stats().dirtyMapPages).toBe(1);
     await overlay.flush();
     expect(overlay.stats().dirtyMapPages).toBe(0);
-    await overlay.trim(0, BS);
+    await overlay.writeZeroes(4 * BS, BS);
     expect(overlay.stats().dirtyMapPages).toBe(1);
     await overlay.write(BS, Buffer.from('b'), true);
     expect(overlay.stats().dirtyMapPages).toBe(0);

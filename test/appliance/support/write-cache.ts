@@ -58,7 +58,7 @@ export function patternByte(offset: number): number {
   return (offset % 251) ^ (Math.floor(offset / 4096) & 0xff);
 }
 
-const BASE = 0;
+
 const DATA = 1;
 const ZERO = 2;
 
@@ -108,21 +108,16 @@ export class OverlayModel {
     const whole = this.whole(offset, length);
     const edges = this.touched(offset, length).filter((b) => !whole.includes(b) && this.state[b] !== ZERO);
     const fresh = edges.filter((b) => this.state[b] !== DATA).length;
-    const freed = whole.filter((b) => this.state[b] === DATA).length;
-    if (!this.fits(fresh, freed)) return false;
+    if (!this.fits(fresh, 0)) return false;
     this.bytes.fill(0, offset, offset + length);
     for (const b of edges) this.state[b] = DATA;
-    for (const b of whole) this.state[b] = ZERO;
+    // Data blocks keep their space (written with zeroes); others cost nothing.
+    for (const b of whole) if (this.state[b] !== DATA) this.state[b] = ZERO;
     return true;
   }
 
-  trim(offset: number, length: number): void {
-    for (const b of this.whole(offset, length)) {
-      this.state[b] = BASE;
-      const from = b * this.blockSize;
-      this.base.copy(this.bytes, from, from, Math.min(this.base.length, from + this.blockSize));
-    }
-  }
+  /** Changes nothing: space in the data file is never given back. */
+  trim(_offset: number, _length: number): void {}
 
   read(offset: number, length: number): Buffer {
     return Buffer.from(this.bytes.subarray(offset, offset + length));
