@@ -282,11 +282,8 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
             nbd: {
               port: nbd.port,
               exportName: (claim) => signExportName({ ...claim, bootId: newBootId(Date.now(), randomBytes(4)) }, current!.snapshot.peerSecret),
-              issued: async (mac, name, clientIp, description) => {
-                exportsProvider.recordBoot(mac, name, clientIp, description);
-                const claim = verifyExportName(name, current!.snapshot.peerSecret);
-                if (claim) await writeCaches.bootStarted(mac, claim.bootId);
-              },
+              // Nothing is thrown away here: anyone may ask for a MAC's script; a write cache is replaced only when the newer boot connects.
+              issued: async (mac, name, clientIp, description) => exportsProvider.recordBoot(mac, name, clientIp, description),
             },
           }
         : {}),
@@ -439,6 +436,10 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     current = { ...next, source };
     await autoAdded.prune(next.snapshot).catch((e) => log('error', 'cannot update the auto-added targets file', { reason: (e as Error).message }));
     await cache.setNeeded(neededVersions(next.snapshot));
+    const local = autoAdded.targets();
+    await writeCaches
+      .sweep((mac, vdiskId) => [...next.snapshot.targets, ...local].some((t) => t.mac === mac && t.assignments.some((a) => a.vdiskId === vdiskId)))
+      .catch((e: Error) => log('error', 'cannot sweep the write caches', { reason: e.message }));
     needSync = true;
     poke('sync');
   }

@@ -104,7 +104,9 @@ export function planBoot(i: PlanInput): PlanResult {
   // The running OS streams its disk over NBD from the same appliances, in the same order, with writes kept as the vDisk says.
   const mode = streamMode(vdisk, target.type, version.state);
   const exportName = i.nbdExport?.({ mac: target.mac, vdiskId: vdisk.id, version: version.number, mode }) ?? null;
-  const nbdFor = (list: Snapshot['appliances'][number][]) => (exportName && i.nbdServer ? { exportName, mode, servers: list.map((a) => i.nbdServer!(a)) } : null);
+  // A write cache lives on one appliance: a writable export names that one only (another would start the disk over).
+  const nbdFor = (list: Snapshot['appliances'][number][]) =>
+    exportName && i.nbdServer ? { exportName, mode, servers: (mode === 'read-only' ? list : list.slice(0, 1)).map((a) => i.nbdServer!(a)) } : null;
 
   const known: (Candidate & { a: Snapshot['appliances'][number] })[] = [];
   const unknown: Snapshot['appliances'][number][] = [];

@@ -37,7 +37,7 @@ export interface BootRouteDeps {
   nbd?: {
     port: number;
     /** Signs an export name for a new boot of this target. */
-    exportName(claim: { mac: string; vdiskId: string; version: number; mode: StreamMode }): string;
+    exportName(claim: { mac: string; vdiskId: string; version: number; mode: StreamMode; address: string | null }): string;
     /** A boot script named this export (listing for that client, older temporary caches dropped). */
     issued(mac: string, exportName: string, clientIp: string | null, description: string): Promise<void>;
   };
@@ -93,8 +93,12 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
       selfUrl: c.req.url,
       ...(deps.nbd
         ? {
-            nbdExport: deps.nbd.exportName,
-            nbdServer: (a: Snapshot['appliances'][number]) => `${new URL(base(a)).hostname}:${deps.nbd!.port}`,
+            nbdExport: (claim: { mac: string; vdiskId: string; version: number; mode: StreamMode }) => deps.nbd!.exportName({ ...claim, address: clientIp }),
+            // base() is http://<host>:<port> with an IPv6 host in brackets: the host as it is, without URL parsing (zone ids).
+            nbdServer: (a: Snapshot['appliances'][number]) => {
+              const b = base(a).slice('http://'.length);
+              return `${b.slice(0, b.lastIndexOf(':'))}:${deps.nbd!.port}`;
+            },
           }
         : {}),
     });

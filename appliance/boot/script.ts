@@ -44,9 +44,8 @@ function ipxeUrl(u: string): string {
 }
 
 /** A single word an iPXE `set` can carry: no spaces, no `${`, nothing that ends the command. */
-function ipxeWord(w: string): string {
-  if (!/^[A-Za-z0-9._:[\]-]+$/.test(w)) throw new Error(`not a word an iPXE script can carry safely: ${w}`);
-  return w;
+function isIpxeWord(w: string): boolean {
+  return /^[A-Za-z0-9._:[\]-]+$/.test(w);
 }
 
 export function bootScript(plan: BootPlan, bootstrap: Bootstrap): string {
@@ -74,11 +73,13 @@ export function bootScript(plan: BootPlan, bootstrap: Bootstrap): string {
       say(`${plan.target.name} (${plan.target.mac}): vDisk ${plan.vdisk.name} version ${plan.version} from ${plan.paths[0]!.name}`);
       verbose(plan.reason);
       if (plan.paths.length > 1) verbose(`failover: ${plan.paths.slice(1).map((p) => p.name).join(', ')}`);
-      if (plan.nbd) {
-        // For the OS's initramfs (kernel command line, issue 10): where its disk is once iPXE's HTTP disk is gone.
-        lines.push(`set bootfarm-nbd-export ${ipxeWord(plan.nbd.exportName)}`);
-        lines.push(`set bootfarm-nbd-server ${ipxeWord(plan.nbd.servers[0]!)}`);
-        lines.push(`set bootfarm-nbd-servers ${plan.nbd.servers.map(ipxeWord).join(',')}`);
+      // For the OS's initramfs (kernel command line, issue 10): where its disk is once iPXE's HTTP disk is gone.
+      // Values that are not plain words are left out: the HTTP boot does not need them.
+      const words = plan.nbd ? [plan.nbd.exportName, ...plan.nbd.servers] : [];
+      if (plan.nbd && plan.nbd.servers.length && words.every(isIpxeWord)) {
+        lines.push(`set bootfarm-nbd-export ${plan.nbd.exportName}`);
+        lines.push(`set bootfarm-nbd-server ${plan.nbd.servers[0]!}`);
+        lines.push(`set bootfarm-nbd-servers ${plan.nbd.servers.join(',')}`);
         lines.push(`set bootfarm-write-cache ${plan.nbd.mode}`);
       }
       // Multipath: iPXE uses whichever URI answers and retries all of them if the disk goes away.

@@ -18,7 +18,7 @@ import type { LogFn } from '../log.js';
 import type { Session, Sessions } from '../sessions.js';
 import { OverlayFull } from '../write-cache/overlay.js';
 import type { LeaseRequest, WriteCaches } from '../write-cache/lifecycle.js';
-import { verifyExportName, type ExportClaim } from './export-name.js';
+import { sameAddress, verifyExportName, type ExportClaim } from './export-name.js';
 import { BufferPool } from './buffer-pool.js';
 import { NBD_ERRNO } from './codec.js';
 import { NbdIoError, type ExportInfo, type ExportRefusal, type NbdClient, type NbdExport, type NbdExports } from './server.js';
@@ -56,7 +56,7 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
   const unknown = (message: string): ExportRefusal => ({ refused: 'unknown', message });
   const policy = (message: string): ExportRefusal => ({ refused: 'policy', message });
 
-  function resolve(name: string): Resolved | ExportRefusal {
+  function resolve(name: string, client: NbdClient): Resolved | ExportRefusal {
     const snap = deps.snapshot();
     if (!snap) return { refused: 'shutdown', message: 'this appliance has no farm configuration yet' };
     const claim = verifyExportName(name, snap.peerSecret);
@@ -64,6 +64,9 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
     const target = snap.targets.find((t) => t.mac === claim.mac) ?? deps.autoAdded().find((t) => t.mac === claim.mac);
     if (!target) return unknown(`target ${claim.mac} is not in site ${snap.site.name}`);
     if (target.disabled) return policy(`target ${target.name} (${target.mac}) is disabled in the farm`);
+    // A name seen on the wire must not let another machine write into this target's disk.
+    if (claim.mode !== 'read-only' && claim.address && !sameAddress(claim.address, client.address))
+      return policy(`this export of target ${target.name} is writable from ${claim.address} only (the address its boot script went to)`);
     if (target.bootFrom !== 'vdisk') return policy(`target ${target.name} (${target.mac}) boots from its local disk`);
     if (!target.assignments.some((a) => a.vdiskId === claim.vdiskId)) return policy(`vDisk ${claim.vdiskId} is no longer assigned to target ${target.name}`);
     const vdisk = snap.vdisks.find((v) => v.id === claim.vdiskId);
@@ -88,8 +91,8 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
       version: claim.version,
       contentHash: r.contentHash,
       bootId: claim.bootId,
-      // A reset by an administrator, or a target deleted and added again with the same MAC: a new mark.
-      resetMark: `${(r.target as { createdAt?: string }).createdAt ?? ''}|${(r.target as { writeCacheResetAt?: string | null }).writeCacheResetAt ?? ''}`,
+      // An administrator's reset. (A target deleted and added again: its caches are swept when the snapshot drops it.)
+      resetMark: (r.target as { writeCacheResetAt?: string | null }).writeCacheResetAt ?? null,
       // A private image or maintenance version is the disk itself: only its size bounds it.
       limitBytes: claim.mode === 'image' ? null : writeCacheLimitBytes(r.target),
       openBase: () => deps.cache.open(claim.vdiskId, claim.version),
@@ -98,7 +101,8 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
 
   function info(r: Resolved): ExportInfo {
     const ro = r.claim.mode === 'read-only';
-    return { sizeBytes: r.sizeBytes, readOnly: ro, canTrim: !ro, canZero: !ro, multiConn: true, preferredBlockSize: Math.max(4096, r.sectorSize), description: r.description };
+    // No TRIM: the overlay cannot give space back (see overlay.ts); WRITE_ZEROES is cheap on blocks not written yet.
+    return { sizeBytes: r.sizeBytes, readOnly: ro, canTrim: false, canZero: !ro, multiConn: true, preferredBlockSize: Math.max(4096, r.sectorSize), description: r.description };
   }
 
   return {
@@ -113,8 +117,8 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
       return [...boots.values()].filter((b) => b.clientIp === client.address).map((b) => ({ name: b.name, description: b.description }));
     },
 
-    async describe(name) {
-      const r = resolve(name);
+    async describe(name, client) {
+      const r = resolve(name, client);
       if ('refused' in r) return r;
       if (r.claim.mode !== 'read-only') {
         const no = await deps.writeCaches.check(leaseRequest(r));
@@ -124,7 +128,7 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
     },
 
     async open(name, client) {
-      const r = resolve(name);
+      const r = resolve(name, client);
       if ('refused' in r) return r;
       const { claim } = r;
       // The session counts the target as this appliance's load and keeps its version from eviction.

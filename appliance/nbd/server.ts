@@ -141,6 +141,10 @@ export interface NbdServerOptions {
   maxOptions?: number;
   /** A client that has not finished the handshake by then is dropped. @default 30 s */
   handshakeTimeoutMs?: number;
+  /** Connections at once, in all. @default 4096 */
+  maxConnections?: number;
+  /** Connections at once from one address (a target opens a few; a flood from one machine must not starve the others). @default 64 */
+  maxConnectionsPerClient?: number;
 }
 
 export interface NbdStats {
@@ -152,6 +156,8 @@ export interface NbdStats {
   refused: number;
   /** Connections dropped for breaking the protocol. */
   protocolErrors: number;
+  /** Connections refused at accept: too many in all, or from one address. */
+  overload: number;
   requests: Record<string, number>;
   /** Error replies by errno. */
   errors: Record<string, number>;
@@ -181,9 +187,12 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
     maxOptionBytes: opts.maxOptionBytes ?? 64 * 1024,
     maxOptions: opts.maxOptions ?? 256,
     handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 30_000,
+    maxConnections: opts.maxConnections ?? 4096,
+    maxConnectionsPerClient: opts.maxConnectionsPerClient ?? 64,
   };
+  const perClient = new Map<string, number>();
   const { log, exports } = opts;
-  const stats: NbdStats = { connections: 0, connectionsTotal: 0, exportsOpened: 0, refused: 0, protocolErrors: 0, requests: {}, errors: {}, bytesRead: 0, bytesWritten: 0 };
+  const stats: NbdStats = { connections: 0, connectionsTotal: 0, exportsOpened: 0, refused: 0, protocolErrors: 0, overload: 0, requests: {}, errors: {}, bytesRead: 0, bytesWritten: 0 };
   const live = new Map<Socket, Connection>();
   let nextId = 1;
   let closing = false;
@@ -191,6 +200,13 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
   const server: Server = createServer({ noDelay: true }, (socket) => {
     if (closing) return socket.destroy();
     const client: NbdClient = { address: (socket.remoteAddress ?? '').replace(/^::ffff:/, ''), port: socket.remotePort ?? 0, id: nextId++ };
+    const mine = perClient.get(client.address) ?? 0;
+    if (live.size >= limits.maxConnections || mine >= limits.maxConnectionsPerClient) {
+      stats.overload++;
+      socket.destroy();
+      return;
+    }
+    perClient.set(client.address, mine + 1);
     const conn = new Connection(socket, client, limits, exports, log, stats);
     live.set(socket, conn);
     stats.connections++;
@@ -198,6 +214,9 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
     socket.once('close', () => {
       live.delete(socket);
       stats.connections--;
+      const left = (perClient.get(client.address) ?? 1) - 1;
+      if (left > 0) perClient.set(client.address, left);
+      else perClient.delete(client.address);
     });
     void conn.run();
   });
@@ -232,7 +251,7 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
   };
 }
 
-type Limits = Required<Omit<NbdServerOptions, 'host' | 'port' | 'exports' | 'log'>>;
+type Limits = Required<Omit<NbdServerOptions, 'host' | 'port' | 'exports' | 'log' | 'maxConnections' | 'maxConnectionsPerClient'>>;
 
 /** Thrown inside a connection to end it with a log line (the client broke the protocol). */
 class Violation extends Error {}
@@ -591,6 +610,7 @@ class ExactReader {
 
   /** Exactly `n` bytes, or null when the connection ended first. */
   async read(n: number): Promise<Buffer | null> {
+    if (n === 0) return Buffer.alloc(0);
     while (this.buffered < n) {
       if (this.ended) return null;
       this.want = n;

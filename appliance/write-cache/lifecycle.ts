@@ -24,7 +24,7 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LogFn } from '../log.js';
 import { writeFileAtomic } from '../fs-atomic.js';
-import { newerBoot } from '../nbd/export-name.js';
+import { bootTime, newerBoot } from '../nbd/export-name.js';
 import { Overlay, OverlayMismatch, type BaseDisk } from './overlay.js';
 
 export type WriteMode = 'appliance-temporary' | 'appliance-persistent' | 'image';
@@ -68,6 +68,8 @@ interface Slot {
   overlay: Overlay | null;
   base: (BaseDisk & { close(): void }) | null;
   refs: number;
+  /** Acquires under way (counted before they open anything: a sweep must not remove the folder under them). */
+  pending: number;
   /** Who holds it now (in memory) and who last did (owner.json). */
   owner: Owner | null;
   /** Serialises opens, closes and discards of this slot. */
@@ -81,7 +83,12 @@ export interface WriteCachesOptions {
   supersede: (mode: WriteMode, mac: string, vdiskId: string, olderThan: string) => void;
   /** How long a newer boot waits for the older one's connections to let go. @default 5000 */
   supersedeWaitMs?: number;
+  /** @default Date.now */
+  clock?: () => number;
 }
+
+/** How long after a boot began its first connection may create its write cache (clock skew between appliances included). */
+export const FIRST_USE_MS = 15 * 60_000;
 
 const DIRS: Record<WriteMode, string> = { 'appliance-temporary': 'temporary', 'appliance-persistent': 'persistent', image: 'image' };
 
@@ -90,6 +97,10 @@ export class WriteCaches {
   private released: (() => void)[] = [];
 
   private constructor(private readonly opts: WriteCachesOptions) {}
+
+  private now(): number {
+    return (this.opts.clock ?? Date.now)();
+  }
 
   static async open(opts: WriteCachesOptions): Promise<WriteCaches> {
     for (const d of Object.values(DIRS)) await mkdir(join(opts.dir, d), { recursive: true, mode: 0o700 });
@@ -108,7 +119,7 @@ export class WriteCaches {
     const dir = this.slotDir(r);
     let s = this.slots.get(dir);
     if (!s) {
-      s = { dir, mode: r.mode, overlay: null, base: null, refs: 0, owner: null, lock: Promise.resolve() };
+      s = { dir, mode: r.mode, overlay: null, base: null, refs: 0, pending: 0, owner: null, lock: Promise.resolve() };
       this.slots.set(dir, s);
     }
     return s;
@@ -143,18 +154,39 @@ export class WriteCaches {
       return { refused: 'policy', message: `version ${r.version} of vDisk ${r.vdiskId} is being written by target ${owner.mac}: a private image or maintenance version has one writer at a time` };
     if (owner && owner.mac === r.mac && owner.bootId !== r.bootId && newerBoot(owner.bootId, r.bootId))
       return { refused: 'policy', message: `target ${r.mac} has booted again since this export name was made: use the name from its newest boot script` };
+    // A boot this appliance has not served yet starts a cache here only soon after it began: a running OS that
+    // comes back late (after a failover, after its cache was swept) is refused, never handed an empty disk.
+    const age = this.now() - bootTime(r.bootId);
+    if ((!owner || owner.bootId !== r.bootId) && age > FIRST_USE_MS)
+      return { refused: 'policy', message: `this boot of target ${r.mac} began ${Math.round(age / 60_000)} min ago and its write cache is not on this appliance: restart the target` };
     return null;
   }
 
   async acquire(r: LeaseRequest): Promise<Lease | Refusal> {
     const s = this.slot(r);
+    s.pending++;
+    try {
+      return await this.acquireSlot(s, r);
+    } finally {
+      s.pending--;
+    }
+  }
+
+  private async acquireSlot(s: Slot, r: LeaseRequest): Promise<Lease | Refusal> {
     // A newer boot first closes the older boot's connections and waits for them to let go.
     const pre = s.owner ?? (await this.readOwner(s.dir));
     if (s.refs > 0 && pre && pre.mac === r.mac && pre.bootId !== r.bootId && !this.refusal(s, pre, r)) {
       this.opts.log('info', 'target booted again: closing the previous boot\'s disk connections', { mac: r.mac, vdiskId: r.vdiskId, previousBoot: pre.bootId, boot: r.bootId });
       this.opts.supersede(r.mode, r.mac, r.vdiskId, r.bootId);
       const until = Date.now() + (this.opts.supersedeWaitMs ?? 5000);
-      while (s.refs > 0 && Date.now() < until) await new Promise<void>((ok) => this.released.push(ok));
+      while (s.refs > 0 && Date.now() < until)
+        await new Promise<void>((ok) => {
+          const t = setTimeout(ok, Math.max(1, until - Date.now()));
+          this.released.push(() => {
+            clearTimeout(t);
+            ok();
+          });
+        });
       if (s.refs > 0) return { refused: 'policy', message: `the previous boot of target ${r.mac} still holds its write cache; try again` };
     }
     return this.withLock(s, async () => {
@@ -210,7 +242,14 @@ export class WriteCaches {
     // The reset mark an overlay answers to changes only when it is emptied: a reset seen by a reconnect of the
     // running boot must still empty it at the next boot.
     const next: Owner = owner && !why ? { ...owner, bootId: r.bootId, mac: r.mac } : { bootId: r.bootId, mac: r.mac, contentHash: r.contentHash, resetMark: r.resetMark };
-    await writeFileAtomic(join(s.dir, 'owner.json'), JSON.stringify(next), 0o600);
+    try {
+      await writeFileAtomic(join(s.dir, 'owner.json'), JSON.stringify(next), 0o600);
+    } catch (e) {
+      // Without its owner record the overlay must not be used (a later boot could not tell it apart): let it go.
+      await overlay.close().catch(() => undefined);
+      base.close();
+      throw e;
+    }
     s.owner = next;
     s.overlay = overlay;
     s.base = base;
@@ -239,28 +278,35 @@ export class WriteCaches {
   }
 
   /**
-   * A target asked for its boot script: its temporary caches of older boots
-   * are thrown away now if no connection uses them (disk space back at once;
-   * one in use is superseded when the new boot connects).
+   * Drops the temporary and persistent caches of targets the farm no longer
+   * has (or whose vDisk is no longer assigned to them), when no connection
+   * uses them: a deleted target's writes are not kept for ever. Images are
+   * never dropped here.
    */
-  async bootStarted(mac: string, bootId: string): Promise<void> {
-    const prefix = `${mac.replace(/:/g, '')}.`;
-    const root = join(this.opts.dir, DIRS['appliance-temporary']);
-    for (const name of await readdir(root).catch(() => [] as string[])) {
-      if (!name.startsWith(prefix)) continue;
-      const dir = join(root, name);
-      const s = this.slots.get(dir);
-      if (s && s.refs > 0) continue;
-      const owner = s?.owner ?? (await this.readOwner(dir));
-      if (owner && !newerBoot(bootId, owner.bootId)) continue;
-      const run = async () => {
-        if ((this.slots.get(dir)?.refs ?? 0) > 0) return;
-        await rm(dir, { recursive: true, force: true });
-        this.slots.delete(dir);
-        this.opts.log('info', 'write cache emptied: the target booted again', { mac, dir });
-      };
-      await (s ? this.withLock(s, run) : run());
+  async sweep(keep: (mac: string, vdiskId: string) => boolean): Promise<number> {
+    let n = 0;
+    for (const mode of ['appliance-temporary', 'appliance-persistent'] as const) {
+      const root = join(this.opts.dir, DIRS[mode]);
+      for (const name of await readdir(root).catch(() => [] as string[])) {
+        const m = /^([0-9a-f]{12})\.([a-z]{2,4}_[a-z2-7]{16})$/.exec(name);
+        if (!m) continue;
+        const mac = m[1]!.match(/../g)!.join(':');
+        if (keep(mac, m[2]!)) continue;
+        const dir = join(root, name);
+        const slot = this.slots.get(dir);
+        if (slot && (slot.refs > 0 || slot.pending > 0)) continue;
+        const drop = async () => {
+          const now = this.slots.get(dir);
+          if (now && (now.refs > 0 || now.pending > 0 || now.overlay)) return;
+          await rm(dir, { recursive: true, force: true });
+          if (now) now.owner = null;
+          n++;
+          this.opts.log('info', 'write cache dropped: its target is gone or no longer has the vDisk', { mac, vdiskId: m[2], mode, dir });
+        };
+        await (slot ? this.withLock(slot, drop) : drop());
+      }
     }
+    return n;
   }
 
   /** Overlays open now, for health and metrics. */

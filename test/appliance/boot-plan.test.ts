@@ -106,7 +106,7 @@ describe('NBD in the boot plan', () => {
     ];
     for (const [vd, type, state, mode] of cases) {
       const r = planBoot(input(withType(snapshot(), vd, type, state), self('verified'), nbd));
-      expect(r.plan, JSON.stringify(vd)).toMatchObject({ kind: 'vdisk', nbd: { exportName: `bf1.525400000001.${VD}.3.${mode}`, mode, servers: ['192.0.2.10:10809', '192.0.2.11:10809'] } });
+      expect(r.plan, JSON.stringify(vd)).toMatchObject({ kind: 'vdisk', nbd: { exportName: `bf1.525400000001.${VD}.3.${mode}`, mode, servers: mode === 'read-only' ? ['192.0.2.10:10809', '192.0.2.11:10809'] : ['192.0.2.10:10809'] } });
     }
   });
 
@@ -120,9 +120,18 @@ describe('NBD in the boot plan', () => {
     expect(bootScript(none.plan, site.bootstrap)).not.toContain('bootfarm-nbd');
   });
 
-  it('refuses to put a value that could end the command into the script', () => {
-    const bad = planBoot(input(snapshot(), self('verified'), { ...nbd, nbdExport: () => 'x ${y}' }));
-    expect(() => bootScript(bad.plan, site.bootstrap)).toThrow(/not a word an iPXE script can carry/);
+  it('leaves the NBD lines out rather than put a value that could end the command into the script (the HTTP boot goes on)', () => {
+    for (const o of [{ nbdExport: () => 'x ${y}' }, { nbdServer: () => 'fe80::1%eth0 :10809' }]) {
+      const bad = planBoot(input(snapshot(), self('verified'), { ...nbd, ...o }));
+      const text = bootScript(bad.plan, site.bootstrap);
+      expect(text).not.toContain('bootfarm-nbd');
+      expect(text).toContain('sanboot');
+    }
+  });
+
+  it('names one appliance only for a writable export: its write cache lives there', () => {
+    const r = planBoot(input(withType(snapshot(), { writeCacheType: 'appliance-temporary', accessMode: 'standard' }), self('verified'), nbd));
+    expect(r.plan).toMatchObject({ kind: 'vdisk', paths: [{ name: 'alpha' }, { name: 'beta' }], nbd: { servers: ['192.0.2.10:10809'] } });
   });
 });
 

@@ -112,6 +112,9 @@ describe.skipIf(missing.length > 0)('NBD with real clients', () => {
     expect(got.equals(want)).toBe(true);
     expect(h.writeCaches.usage().find((u) => u.mac === MAC)).toBeUndefined(); // closed with its last connection
 
+    // The name alone does not let another machine write into this target's disk.
+    await expect(RawConnection.go(h.nbd!.port, b1.exportName, '127.0.0.1', '127.0.0.2')).rejects.toThrow(/writable from 127\.0\.0\.1 only/);
+
     const b2 = await boot(MAC);
     expect(b2.exportName).not.toBe(b1.exportName);
     await run('nbdcopy', [b2.uri, copy]);
@@ -164,5 +167,17 @@ describe.skipIf(missing.length > 0)('NBD with real clients', () => {
     held.c.close();
     await until('writer gone', () => !h.writeCaches.usage().some((u) => u.mode === 'image'), 5000);
     expect(await io(b.uri, 'read -P 0xee 5M 4k')).not.toMatch(/failed/);
+  });
+
+  it('drops the write caches of a target the farm deletes (not while it is connected)', async () => {
+    const dir = join(t.dir, 'nbd-app', 'write-cache', 'persistent', `${OTHER.replace(/:/g, '')}.${t.vdiskId}`);
+    const { existsSync } = await import('node:fs');
+    expect(existsSync(dir)).toBe(true);
+    const etag = (await t.farm.api('GET', `/v1/targets/${OTHER}`)).headers.get('etag')!;
+    expect((await t.farm.api('DELETE', `/v1/targets/${OTHER}`, { headers: { 'if-match': etag } })).status).toBe(204);
+    await until('cache dropped', () => !existsSync(dir), 20_000);
+    expect(logs.some((l) => l.msg.startsWith('write cache dropped'))).toBe(true);
+    // The other target's caches stay.
+    expect(existsSync(join(t.dir, 'nbd-app', 'write-cache', 'persistent', `${MAC.replace(/:/g, '')}.${t.vdiskId}`))).toBe(true);
   });
 });

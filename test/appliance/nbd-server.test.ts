@@ -297,6 +297,28 @@ describe('transmission', () => {
     expect(s.stats().requests).toMatchObject({ READ: 1, DISC: 1 });
   });
 
+  it('a zero-length WRITE or READ is answered and the connection goes on', async () => {
+    const s = await serve({ rw: disk() });
+    const { c } = await go(s.port, 'rw');
+    c.request(CMD.WRITE, 1n, 0, 0, Buffer.alloc(0));
+    expect((await c.reply()).error).toBe(0);
+    expect((await c.readAt(0, 0)).error).toBe(0);
+    expect((await c.readAt(0, 2)).data).toEqual(Buffer.alloc(2, 0x11));
+  });
+
+  it('caps connections per client address; the others are still served', async () => {
+    const s = await serve({ rw: disk() }, { maxConnectionsPerClient: 3 });
+    const held = [await open(s.port), await open(s.port), await open(s.port)];
+    for (const c of held) await c.greeting();
+    const fourth = await open(s.port);
+    expect(await fourth.closedWithin(2000)).toBe(true);
+    expect(s.stats().overload).toBe(1);
+    held[0]!.close();
+    await new Promise((r) => setTimeout(r, 100));
+    const { c } = await go(s.port, 'rw');
+    expect((await c.readAt(0, 1)).error).toBe(0);
+  });
+
   it('disconnect() closes the connections of the matching exports only', async () => {
     const s = await serve({ a: disk(), b: disk() });
     const a = (await go(s.port, 'a')).c;

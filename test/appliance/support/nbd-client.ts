@@ -42,9 +42,9 @@ export class RawConnection {
     socket.on('error', () => undefined);
   }
 
-  static open(port: number, host = '127.0.0.1'): Promise<RawConnection> {
+  static open(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawConnection> {
     return new Promise((resolve, reject) => {
-      const s = connect(port, host, () => resolve(new RawConnection(s)));
+      const s = connect({ port, host, ...(localAddress ? { localAddress } : {}) }, () => resolve(new RawConnection(s)));
       s.once('error', reject);
     });
   }
@@ -102,8 +102,8 @@ export class RawConnection {
   }
 
   /** Fixed newstyle handshake and OPT_GO; resolves with the export's size and flags. */
-  static async go(port: number, name: string, host = '127.0.0.1'): Promise<{ c: RawConnection; sizeBytes: number; flags: number }> {
-    const c = await RawConnection.open(port, host);
+  static async go(port: number, name: string, host = '127.0.0.1', localAddress?: string): Promise<{ c: RawConnection; sizeBytes: number; flags: number }> {
+    const c = await RawConnection.open(port, host, localAddress);
     await c.greeting();
     c.write(encodeClientFlags(CLIENT_FLAGS.FIXED_NEWSTYLE | CLIENT_FLAGS.NO_ZEROES));
     c.write(encodeOption(OPT.GO, encodeInfoRequest({ name, requests: [INFO.BLOCK_SIZE] })));
