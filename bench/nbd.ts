@@ -51,7 +51,8 @@ export async function benchNbd(o: NbdBenchOptions): Promise<void> {
     for (let off = 0; off < o.sizeBytes; off += 64 * MiB) await fh.write(randomBytes(Math.min(64 * MiB, o.sizeBytes - off)));
     await fh.close();
 
-    const bf = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'nbd-server.ts'), image, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // The thread pool size the daemon runs with (bin/bootfarm.js).
+    const bf = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'nbd-server.ts'), image, dir], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' } });
     children.push(bf);
     const bfPort = await new Promise<number>((resolve, reject) => {
       let text = '';
