@@ -283,7 +283,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
               port: nbd.port,
               exportName: (claim) => signExportName({ ...claim, bootId: newBootId(Date.now(), randomBytes(4)) }, current!.snapshot.peerSecret),
               // Nothing is thrown away here: anyone may ask for a MAC's script; a write cache is replaced only when the newer boot connects.
-              issued: async (mac, name, clientIp, description) => exportsProvider.recordBoot(mac, name, clientIp, description),
+              issued: (mac, name, clientIp, description) => exportsProvider.recordBoot(mac, name, clientIp, description),
             },
           }
         : {}),

@@ -1,8 +1,8 @@
 /**
  * The bootfarm side of `npm run bench -- nbd`, in its own process (as nbdkit
  * is): the image file becomes a signed version in a real verified cache,
- * served read-only by the appliance's NBD server through a session, the
- * path a device-RAM target's reads take. Prints `port <n>` when ready.
+ * served read-only by the appliance's NBD server through a session and
+ * `sessionExport`, the path a device-RAM target's reads take. Prints `port <n>` when ready.
  *
  *   node --import tsx bench/nbd-server.ts <image> <work dir>
  */
@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { ChunkSource } from '../appliance/cache/chunk-source.js';
 import { openVdiskCache } from '../appliance/cache/vdisk-cache.js';
 import { BufferPool } from '../appliance/nbd/buffer-pool.js';
+import { sessionExport } from '../appliance/nbd/exports.js';
 import { startNbdServer } from '../appliance/nbd/server.js';
 import { Sessions } from '../appliance/sessions.js';
 import { contentHash, keyIdOf, signManifest, type Manifest } from '../model/index.js';
@@ -41,6 +42,7 @@ await fh.close();
 
 const sessions = new Sessions(60_000);
 const pool = new BufferPool(64 * 2 ** 20);
+const info = { sizeBytes: size, readOnly: true, canTrim: false, canZero: false, multiConn: true, description: 'bench image' };
 const server = await startNbdServer({
   host: '127.0.0.1',
   port: 0,
@@ -49,30 +51,11 @@ const server = await startNbdServer({
   log: () => undefined,
   exports: {
     list: () => [{ name: 'bench', description: 'bench image' }],
-    describe: async () => ({ sizeBytes: size, readOnly: true, canTrim: false, canZero: false, multiConn: true, description: 'bench image' }),
+    describe: async () => info,
     open: async (_name, client) => {
       const s = sessions.touch(client.address, vdiskId, 0, 'nbd', () => cache.open(vdiskId, 0));
       sessions.hold(s);
-      return {
-        sizeBytes: size,
-        readOnly: true,
-        canTrim: false,
-        canZero: false,
-        multiConn: true,
-        description: 'bench image',
-        read: async (o, l) => {
-          s.inFlight++;
-          try {
-            const d = await s.reader.read(o, l, pool.take(l));
-            sessions.sent(s, d.length);
-            return d;
-          } finally {
-            s.inFlight--;
-          }
-        },
-        recycle: (b) => pool.give(b),
-        close: () => sessions.release(s),
-      };
+      return sessionExport(info, s, sessions, pool);
     },
   },
 });

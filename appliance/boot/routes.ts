@@ -38,8 +38,8 @@ export interface BootRouteDeps {
     port: number;
     /** Signs an export name for a new boot of this target. */
     exportName(claim: { mac: string; vdiskId: string; version: number; mode: StreamMode; address: string | null }): string;
-    /** A boot script named this export (listing for that client, older temporary caches dropped). */
-    issued(mac: string, exportName: string, clientIp: string | null, description: string): Promise<void>;
+    /** A boot script named this export: OPT_LIST from that client shows it. Nothing else changes (anyone may ask for a script). */
+    issued(mac: string, exportName: string, clientIp: string | null, description: string): void;
   };
 }
 
@@ -108,7 +108,7 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
       deps.log('info', 'target added automatically at its first boot', { mac, name: r.added.name, collectionId: r.added.collectionId });
     }
     if (r.plan.kind === 'vdisk' && r.plan.nbd && deps.nbd)
-      await deps.nbd.issued(mac, r.plan.nbd.exportName, clientIp, `${r.plan.target.name}: vDisk ${r.plan.vdisk.name} version ${r.plan.version} (${r.plan.nbd.mode})`).catch((e: Error) => deps.log('error', 'cannot record the boot for NBD', { mac, reason: e.message }));
+      deps.nbd.issued(mac, r.plan.nbd.exportName, clientIp, `${r.plan.target.name}: vDisk ${r.plan.vdisk.name} version ${r.plan.version} (${r.plan.nbd.mode})`);
     if (shouldRecord(mac, `${r.event.outcome}|${r.event.vdiskId}|${r.event.version}|${r.event.streamingApplianceId}`)) await deps.recordBoot({ ...r.event, mac });
     deps.log(r.event.outcome === 'refused' ? 'warn' : 'info', 'boot script', { mac, clientIp, arch: c.req.query('arch') ?? null, outcome: r.event.outcome, vdiskId: r.event.vdiskId, version: r.event.version, appliance: r.event.streamingApplianceId, message: r.event.message });
     return c.body(bootScript(r.plan, snapshot.site.bootstrap), 200, text);

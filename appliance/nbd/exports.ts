@@ -11,7 +11,7 @@
  *   overlay from WriteCaches, shared by the boot's connections.
  * Bad names get "unknown" and say no more; known targets get the reason.
  */
-import type { Snapshot, TargetInput } from '../../model/index.js';
+import type { Snapshot, Target, TargetInput } from '../../model/index.js';
 import { writeCacheLimitBytes } from '../../model/index.js';
 import type { VdiskCache, VdiskReader } from '../cache/vdisk-cache.js';
 import type { LogFn } from '../log.js';
@@ -42,7 +42,8 @@ const MAX_LISTED = 10_000;
 
 interface Resolved {
   claim: ExportClaim;
-  target: TargetInput & { resetMark?: string | null };
+  /** From the snapshot, or added offline here (then without system fields). */
+  target: Target | TargetInput;
   description: string;
   sizeBytes: number;
   contentHash: string;
@@ -92,7 +93,7 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
       contentHash: r.contentHash,
       bootId: claim.bootId,
       // An administrator's reset. (A target deleted and added again: its caches are swept when the snapshot drops it.)
-      resetMark: (r.target as { writeCacheResetAt?: string | null }).writeCacheResetAt ?? null,
+      resetMark: ('writeCacheResetAt' in r.target ? r.target.writeCacheResetAt : null) ?? null,
       // A private image or maintenance version is the disk itself: only its size bounds it.
       limitBytes: claim.mode === 'image' ? null : writeCacheLimitBytes(r.target),
       openBase: () => deps.cache.open(claim.vdiskId, claim.version),
@@ -139,28 +140,9 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
         return unknown((e as Error).message);
       }
       deps.sessions.hold(session);
-      const counted = async <T>(f: () => Promise<T>): Promise<T> => {
-        session.inFlight++;
-        try {
-          return await f();
-        } finally {
-          session.inFlight--;
-        }
-      };
+      const counted = <T>(f: () => Promise<T>) => countedIn(session, f);
       const base = info(r);
-      if (claim.mode === 'read-only') {
-        return {
-          ...base,
-          read: (offset, length) =>
-            counted(async () => {
-              const data = await session.reader.read(offset, length, pool.take(length));
-              deps.sessions.sent(session, data.length);
-              return data;
-            }),
-          recycle: (b) => pool.give(b),
-          close: () => deps.sessions.release(session),
-        } satisfies NbdExport;
-      }
+      if (claim.mode === 'read-only') return sessionExport(base, session, deps.sessions, pool);
       let lease;
       try {
         lease = await deps.writeCaches.acquire(leaseRequest(r));
@@ -196,5 +178,34 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
         },
       } satisfies NbdExport;
     },
+  };
+}
+
+/** Runs `f` as a request of the session: a session is never closed under one. */
+async function countedIn<T>(session: Session, f: () => Promise<T>): Promise<T> {
+  session.inFlight++;
+  try {
+    return await f();
+  } finally {
+    session.inFlight--;
+  }
+}
+
+/**
+ * A read-only export straight from a streaming session's verified reader
+ * (device RAM modes): read buffers come from `pool` and go back once sent.
+ * The connection holds the session (`sessions.hold`) until `close`.
+ */
+export function sessionExport(info: ExportInfo, session: Session, sessions: Sessions, pool: BufferPool): NbdExport {
+  return {
+    ...info,
+    read: (offset, length) =>
+      countedIn(session, async () => {
+        const data = await session.reader.read(offset, length, pool.take(length));
+        sessions.sent(session, data.length);
+        return data;
+      }),
+    recycle: (b) => pool.give(b),
+    close: () => sessions.release(session),
   };
 }
