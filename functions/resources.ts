@@ -20,11 +20,13 @@ import {
   checkCollection,
   checkVdisk,
   defaultS3Prefix,
+  type ApplianceInput,
   type CollectionInput,
   type VdiskInput,
 } from '../model/index.js';
 import type { ListFilter, ResourceSpec } from './routes/resource.js';
 import { newId } from './storage/ids.js';
+import { listAll } from './storage/list-all.js';
 import { RELATIONS, type StoredKind } from './storage/relations.js';
 import type { FarmRepo } from './storage/repo.js';
 
@@ -63,9 +65,34 @@ export const applianceResource: ResourceSpec = {
   newId: idFor('appliance'),
   immutable: ['siteId'],
   readOnly: { lastHeartbeat: null, inventory: null, status: null },
+  check: (f) => checkApplianceAddresses(f as ApplianceInput),
+  complete: async (f, repo) => {
+    await checkFloatingAddressFree(repo, f as ApplianceInput & { id: string });
+    return f;
+  },
   filters: { siteId: siteFilter('appliances') },
   siteScope: (siteId) => ({ parent: { kind: 'site', id: siteId } }),
 };
+
+/** An appliance's floating address is not one of its own fixed addresses (a peer must be able to take it over). */
+export function checkApplianceAddresses(a: ApplianceInput): void {
+  if (a.floatingAddress && (a.floatingAddress === a.managementAddress || a.streamingAddresses.includes(a.floatingAddress)))
+    throw new FarmError('validation_failed', `floatingAddress: ${a.floatingAddress} is this appliance's own address; a floating address must be one no machine has (a peer adopts it when this appliance goes silent)`, 'floatingAddress');
+}
+
+/** No two appliances of a site float the same address, nor one another's fixed address. */
+export async function checkFloatingAddressFree(repo: FarmRepo, a: ApplianceInput & { id: string }): Promise<void> {
+  const others = ((await listAll(repo, 'appliance', { parent: { kind: 'site', id: a.siteId } })) as unknown as (ApplianceInput & { id: string; name: string })[]).filter((o) => o.id !== a.id);
+  for (const o of others) {
+    if (a.floatingAddress && o.floatingAddress === a.floatingAddress)
+      throw new FarmError('already_exists', `floatingAddress: ${a.floatingAddress} is already the floating address of appliance ${o.name} (${o.id})`, 'floatingAddress');
+    const fixed = [o.managementAddress, ...o.streamingAddresses];
+    if (a.floatingAddress && fixed.includes(a.floatingAddress))
+      throw new FarmError('validation_failed', `floatingAddress: ${a.floatingAddress} is a fixed address of appliance ${o.name} (${o.id})`, 'floatingAddress');
+    if (o.floatingAddress && [a.managementAddress, ...a.streamingAddresses].includes(o.floatingAddress))
+      throw new FarmError('validation_failed', `managementAddress: ${o.floatingAddress} is the floating address of appliance ${o.name} (${o.id})`, 'managementAddress');
+  }
+}
 
 export const storeResource: ResourceSpec = {
   kind: 'store',

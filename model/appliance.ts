@@ -1,3 +1,4 @@
+import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { DescriptionSchema, HostSchema, IdSchema, IpAddressSchema, nameSchema, systemFields } from './common.js';
 import { ChunkHashSchema } from './manifest.js';
@@ -11,6 +12,16 @@ export const ApplianceInputSchema = z
     managementAddress: HostSchema,
     /** Addresses targets stream from; the first is the preferred one. */
     streamingAddresses: z.array(IpAddressSchema).max(16).default([]),
+    /**
+     * Its floating address (IPv4, on the site LAN, not any appliance's own address): it serves
+     * targets there, and when it goes silent a peer adopts the address and serves them on.
+     * Null: no failover address (targets fail over through their boot script's other paths only).
+     */
+    floatingAddress: z
+      .string()
+      .refine((s) => isIPv4(s), 'must be an IPv4 address')
+      .nullable()
+      .default(null),
     /** Relative capacity used by load balancing (PVS default 1.0). */
     powerRating: z.number().min(0.1, 'must be between 0.1 and 1000').max(1000, 'must be between 0.1 and 1000').default(1),
     /** PVS "maximum devices booting": default 500; PVS's ceiling per server is 4095. */
@@ -98,3 +109,8 @@ export const ApplianceSchema = ApplianceInputSchema.extend({
 }).meta({ id: 'Appliance' });
 export type ApplianceInput = z.infer<typeof ApplianceInputSchema>;
 export type Appliance = z.infer<typeof ApplianceSchema>;
+
+/** Where targets reach an appliance: its floating address, else its first streaming address, else its management address. */
+export function serviceAddress(a: Pick<ApplianceInput, 'floatingAddress' | 'streamingAddresses' | 'managementAddress'>): string {
+  return a.floatingAddress ?? a.streamingAddresses[0] ?? a.managementAddress;
+}

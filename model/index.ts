@@ -18,3 +18,4 @@ export * from './events.js';
 export * from './auto-add.js';
 export * from './balance.js';
 export * from './write-cache.js';
+export * from './ha.js';

@@ -61,6 +61,22 @@ export const SiteInputSchema = z
           .min(5, 'must be between 5 and 5000')
           .max(5000, 'must be between 5 and 5000')
           .default(25),
+        /** How often each appliance checks its balance (PVS: about every 10 minutes). */
+        intervalSeconds: z.number().int().min(5, 'must be between 5 and 86400 seconds').max(86400, 'must be between 5 and 86400 seconds').default(600),
+        /** At most this many targets an appliance moves per check, one every `spacingSeconds`: a rebalance never becomes a reconnect storm. */
+        maxMovesPerCheck: z.number().int().min(1, 'must be between 1 and 1000').max(1000, 'must be between 1 and 1000').default(10),
+        spacingSeconds: z.number().min(0.1, 'must be between 0.1 and 600 seconds').max(600, 'must be between 0.1 and 600 seconds').default(1),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * Site high availability (issue 7): appliances heartbeat each other on the LAN and adopt a
+     * silent peer's floating address. PVS's "server cache timeout" is 8 s; bootfarm's heartbeats
+     * go 4 times per timeout, so 2 s is safe on a LAN and fails over in about that.
+     */
+    highAvailability: z
+      .object({
+        peerTimeoutMs: z.number().int().min(1000, 'must be between 1000 and 60000 ms').max(60000, 'must be between 1000 and 60000 ms').default(2000),
       })
       .strict()
       .prefault({}),

@@ -33,6 +33,7 @@ import {
   type Version,
 } from '../../model/index.js';
 import type { Env } from '../auth.js';
+import { checkApplianceAddresses, checkFloatingAddressFree } from '../resources.js';
 import { buildSiteSnapshot } from '../site-snapshot.js';
 import type { Signer } from '../signing.js';
 import type { BlobStore } from '../storage/blobs.js';
@@ -111,6 +112,8 @@ export function applianceRoutes(deps: ApplianceRouteDeps): OpenAPIHono<Env> {
       if (p.role !== 'appliance-enrol' || !p.siteId) throw new FarmError('forbidden', `${p.role} token "${p.name}" may not enrol appliances: create an enrolment token with bootfarm token create --role appliance-enrol --site <site>`);
       const input = c.req.valid('json');
       const id = newId(RELATIONS.appliance.idPrefix);
+      checkApplianceAddresses({ ...input, siteId: p.siteId });
+      await checkFloatingAddressFree(repo, { ...input, siteId: p.siteId, id });
       // The appliance first: a taken name is refused before the one-time token is spent.
       const { object } = await repo.create('appliance', { ...input, siteId: p.siteId, id, lastHeartbeat: null, inventory: null, status: null }, p);
       try {

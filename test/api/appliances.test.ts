@@ -22,6 +22,23 @@ describe('/v1/appliances', () => {
     expect(app).toMatchObject({ siteId, name: 'pvs-01', powerRating: 1, maxTargets: 500, streamingAddresses: ['192.0.2.11'], lastHeartbeat: null, inventory: null, version: 1 });
   });
 
+  it('takes a floating address no machine of the site has, and refuses one that is taken or its own', async () => {
+    const site = await fx.site();
+    const a = expectStatus(await farm.api('POST', '/v1/appliances', { body: { siteId: site.id, name: 'ha-a', managementAddress: '192.0.2.11', floatingAddress: '192.0.2.21' } }), 201);
+    expect(a.floatingAddress).toBe('192.0.2.21');
+    expect(expectStatus(await farm.api('POST', '/v1/appliances', { body: { siteId: site.id, name: 'ha-plain', managementAddress: '192.0.2.15' } }), 201).floatingAddress).toBeNull();
+    expectError(await farm.api('POST', '/v1/appliances', { body: { siteId: site.id, name: 'ha-b', managementAddress: '192.0.2.12', floatingAddress: '192.0.2.21' } }), 409, 'already_exists', 'floatingAddress');
+    expectError(await farm.api('POST', '/v1/appliances', { body: { siteId: site.id, name: 'ha-b', managementAddress: '192.0.2.12', floatingAddress: '192.0.2.12' } }), 400, 'validation_failed', 'floatingAddress');
+    expectError(await farm.api('POST', '/v1/appliances', { body: { siteId: site.id, name: 'ha-b', managementAddress: '192.0.2.12', floatingAddress: '192.0.2.11' } }), 400, 'validation_failed', 'floatingAddress');
+    expectError(await farm.api('POST', '/v1/appliances', { body: { siteId: site.id, name: 'ha-b', managementAddress: '192.0.2.21' } }), 400, 'validation_failed', 'managementAddress');
+    expectError(await farm.api('POST', '/v1/appliances', { body: { siteId: site.id, name: 'ha-b', managementAddress: '192.0.2.12', floatingAddress: '2001:db8::1' } }), 400, 'validation_failed', 'floatingAddress');
+    // Another site may use the same address (another LAN).
+    expect(expectStatus(await farm.api('POST', '/v1/appliances', { body: { siteId, name: 'ha-other', managementAddress: '192.0.2.31', floatingAddress: '192.0.2.21' } }), 201).floatingAddress).toBe('192.0.2.21');
+    // Moving it is a PATCH like any other field; nothing was lost on the refusals.
+    expect(expectStatus(await farm.api('PATCH', `/v1/appliances/${a.id}`, { body: { floatingAddress: '192.0.2.22' }, headers: { 'if-match': '*' } }), 200).floatingAddress).toBe('192.0.2.22');
+    expect((await fx.listAll(`/v1/appliances?siteId=${site.id}`)).items.map((x: { name: string }) => x.name).sort()).toEqual(['ha-a', 'ha-plain']);
+  });
+
   it('gets, updates with If-Match and deletes an appliance', async () => {
     const app = await fx.appliance(siteId);
     const got = await farm.api('GET', `/v1/appliances/${app.id}`);
