@@ -2,8 +2,10 @@
  * A throw-away network "site" for tests with real boot targets: a Linux
  * network namespace `bf-<random>` holding a bridge `br0` (192.0.2.1/24 by
  * default), tap devices for QEMU, extra appliance addresses, a dnsmasq that
- * hands out addresses only, and packet loss on demand. Every process a site
- * starts runs inside it (`ip netns exec`) and is killed by `destroy()`.
+ * hands out addresses only, packet loss on demand, and "hosts": namespaces of
+ * their own on the bridge that stand for other machines on the site LAN. Every
+ * process a site starts runs inside it or one of its hosts (`ip netns exec`) and
+ * is killed by `destroy()`.
  *
  * Only 192.0.2.0/24 (TEST-NET-1, RFC 5737) is accepted for addresses, and the
  * namespace has no route out of its bridge: nothing a test does here can leave it.
@@ -26,6 +28,15 @@ const NAME_PREFIX = 'bf-';
 const NAME_PATTERN = /^bf-[a-z0-9]{6}$/;
 /** A site's second namespace, for a DHCP server on a host of its own (`startDhcp({ separateHost: true })`). */
 const DHCP_HOST_SUFFIX = '-dhcp';
+/** A site's host (`addHost`) is the namespace `<site>-h<name>`. */
+const HOST_SUFFIX = '-h';
+const HOST_NAME_PATTERN = /^[a-z0-9]{1,6}$/;
+/**
+ * The namespaces that belong to a site besides its own: `<site>-dhcp` and
+ * `<site>-h<name>`. They go with it (destroy(), the exit hook, the sweep), even
+ * when the site's own namespace is already gone.
+ */
+const COMPANION_PATTERN = /^(bf-[a-z0-9]{6})-(?:dhcp|h[a-z0-9]{1,6})$/;
 /** Owner records of live sites: `<name>.json` = { pid, dir, created }. */
 const OWNERS_DIR = join(tmpdir(), 'bootfarm-sites');
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -318,6 +329,39 @@ export interface CaptureOptions {
   filter?: string;
 }
 
+/**
+ * Another machine on the site LAN: a namespace of its own joined to br0 by a veth
+ * pair, its interface `eth0` at a fixed address. Several hosts can each run an
+ * appliance, take over one another's addresses (`ip addr add` / `arping -U` inside
+ * one), and have their link cut. Sysctls are the kernel's defaults.
+ */
+export interface Host {
+  /** The short name given to addHost, [a-z0-9]{1,6}. */
+  readonly name: string;
+  /** Its namespace: `<site>-h<name>`, e.g. bf-abc123-ha. */
+  readonly netns: string;
+  /** The host's interface on the LAN. */
+  readonly iface: 'eth0';
+  /** The host's fixed address, without prefix. */
+  readonly address: string;
+  /** The bridge-side end of its veth pair, in the site's namespace: `vh-<name>`. */
+  readonly port: string;
+  /** Runs a command inside the host to completion; rejects with its stderr when it fails. */
+  exec(command: string, args?: readonly string[], opts?: { input?: string }): Promise<{ stdout: string; stderr: string }>;
+  /** Starts a long-running process inside the host; the site's destroy() kills it. */
+  spawn(command: string, args?: readonly string[], opts?: Omit<SpawnOptions, 'netns'>): ManagedProcess;
+  /** Starts a TypeScript or JavaScript entry point with this Node and tsx, inside the host (cwd: the repo). */
+  spawnNode(entry: string, args?: readonly string[], opts?: Omit<SpawnOptions, 'netns'>): ManagedProcess;
+  /**
+   * Cuts (false) or restores (true) the host's link: sets the bridge-side end down
+   * or up, so eth0 loses or regains its carrier as when a cable is pulled. Resolves
+   * once eth0's operstate says so (not UP, or UP again).
+   */
+  setLink(up: boolean): Promise<void>;
+  /** The IPv4 addresses on eth0 now (`ip -j -4 addr show dev eth0`), without prefix. */
+  addresses(): Promise<string[]>;
+}
+
 export interface Site {
   /** The namespace: `bf-` and six random characters. */
   readonly name: string;
@@ -336,6 +380,12 @@ export interface Site {
   spawn(command: string, args?: readonly string[], opts?: Omit<SpawnOptions, 'netns'>): ManagedProcess;
   /** Starts a TypeScript or JavaScript entry point with this Node and tsx, inside the namespace (cwd: the repo). */
   spawnNode(entry: string, args?: readonly string[], opts?: Omit<SpawnOptions, 'netns'>): ManagedProcess;
+  /**
+   * Adds a host `name` ([a-z0-9]{1,6}) at `address` (192.0.2.x, or with a prefix
+   * of /24 or longer): namespace `<site>-h<name>`, eth0 up at that address, its
+   * veth end `vh-<name>` on br0. destroy() removes it with the site.
+   */
+  addHost(name: string, address: string): Promise<Host>;
   /**
    * Drops `percent` % of packets, independently in each direction, on everything the
    * namespace's own stack sends or receives (servers and clients inside it, and what
@@ -376,7 +426,18 @@ export async function createSite(opts: SiteOptions = {}): Promise<Site> {
   live.sites.add(name);
 
   const processes = new Set<ManagedProcess>();
+  const hosts = new Set<string>();
   const ip = (...args: string[]) => run('ip', ['-n', name, ...args]);
+  // The site and its hosts track their processes alike, so that destroy() kills them all.
+  const spawnIn = (netns: string, command: string, args: readonly string[], spawnOpts: Omit<SpawnOptions, 'netns'>) => {
+    if (destroying) throw new Error(`site ${name} is being destroyed`);
+    const p = spawnProcess(command, args, { log: opts.log, ...spawnOpts, netns });
+    processes.add(p);
+    void p.exited.then(() => processes.delete(p));
+    return p;
+  };
+  const spawnNodeIn = (netns: string, entry: string, args: readonly string[], spawnOpts: Omit<SpawnOptions, 'netns'>) =>
+    spawnIn(netns, process.execPath, ['--import', 'tsx', entry, ...args], { cwd: REPO_ROOT, name: entry.split('/').pop(), ...spawnOpts });
   let taps = 0;
   let destroying: Promise<void> | undefined;
   let lossRules = false;
@@ -400,18 +461,73 @@ export async function createSite(opts: SiteOptions = {}): Promise<Site> {
       return run('ip', ['netns', 'exec', name, command, ...args], execOpts.input);
     },
     spawn(command, args = [], spawnOpts = {}) {
-      if (destroying) throw new Error(`site ${name} is being destroyed`);
-      const p = spawnProcess(command, args, { log: opts.log, ...spawnOpts, netns: name });
-      processes.add(p);
-      void p.exited.then(() => processes.delete(p));
-      return p;
+      return spawnIn(name, command, args, spawnOpts);
     },
     spawnNode(entry, args = [], spawnOpts = {}) {
-      return site.spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
-        cwd: REPO_ROOT,
-        name: entry.split('/').pop(),
-        ...spawnOpts,
-      });
+      return spawnNodeIn(name, entry, args, spawnOpts);
+    },
+    async addHost(hostName, address) {
+      if (destroying) throw new Error(`site ${name} is being destroyed`);
+      if (!HOST_NAME_PATTERN.test(hostName)) throw new Error(`${hostName}: a host name is 1 to 6 characters a-z, 0-9`);
+      const addr = testNetAddress(address);
+      if (hosts.has(hostName)) throw new Error(`site ${name} already has a host ${hostName}`);
+      hosts.add(hostName);
+      const netns = name + HOST_SUFFIX + hostName;
+      const port = `vh-${hostName}`; // at most 9 characters (15 allowed)
+      const hostIp = (...args: string[]) => run('ip', ['-n', netns, ...args]);
+      try {
+        await run('ip', ['netns', 'add', netns]);
+        await hostIp('link', 'set', 'lo', 'up');
+        await ip('link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns);
+        await ip('link', 'set', port, 'master', 'br0');
+        await ip('link', 'set', port, 'up');
+        await hostIp('addr', 'add', addr.cidr, 'dev', 'eth0');
+        await hostIp('link', 'set', 'eth0', 'up');
+      } catch (err) {
+        // Deleting the namespace takes eth0 with it, and so its peer on the bridge.
+        await deleteNamespace(netns).catch(() => {});
+        hosts.delete(hostName);
+        throw err;
+      }
+      const operstate = async () => {
+        const { stdout } = await hostIp('-j', 'link', 'show', 'dev', 'eth0');
+        return (JSON.parse(stdout) as { operstate?: string }[])[0]?.operstate ?? 'UNKNOWN';
+      };
+      const host: Host = {
+        name: hostName,
+        netns,
+        iface: 'eth0',
+        address: addr.address,
+        port,
+        exec(command, args = [], execOpts = {}) {
+          return run('ip', ['netns', 'exec', netns, command, ...args], execOpts.input);
+        },
+        spawn(command, args = [], spawnOpts = {}) {
+          return spawnIn(netns, command, args, spawnOpts);
+        },
+        spawnNode(entry, args = [], spawnOpts = {}) {
+          return spawnNodeIn(netns, entry, args, spawnOpts);
+        },
+        async setLink(up) {
+          await ip('link', 'set', port, up ? 'up' : 'down');
+          // The carrier follows at once, but the operstate is the kernel's linkwatch
+          // work, which may lag by up to a second: wait for it, so that a caller's
+          // next step (a ping, an appliance noticing) sees the link as set.
+          const deadline = Date.now() + 5_000;
+          for (;;) {
+            const state = await operstate();
+            if ((state === 'UP') === up) return;
+            if (Date.now() > deadline) throw new Error(`${netns}: eth0 still ${state} 5 s after setting ${port} ${up ? 'up' : 'down'}`);
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        },
+        async addresses() {
+          const { stdout } = await hostIp('-j', '-4', 'addr', 'show', 'dev', 'eth0');
+          const links = JSON.parse(stdout) as { addr_info?: { local?: string }[] }[];
+          return links.flatMap((l) => (l.addr_info ?? []).flatMap((a) => (a.local ? [a.local] : [])));
+        },
+      };
+      return host;
     },
     async setPacketLoss(percent, lossOpts = {}) {
       if (!(percent >= 0 && percent <= 100)) throw new Error(`packet loss ${percent}: a percentage 0..100`);
@@ -527,9 +643,21 @@ function ownerOf(name: string): { pid: number; dir?: string } | undefined {
   }
 }
 
+function namespaceNames(): string[] {
+  try {
+    return readdirSync('/run/netns');
+  } catch {
+    return [];
+  }
+}
+
+/** A site's companion namespaces (`-dhcp`, `-h<name>`) first, as they hang off its bridge, then its own. */
+function namespacesOf(name: string): string[] {
+  return [...namespaceNames().filter((n) => COMPANION_PATTERN.exec(n)?.[1] === name), name];
+}
+
 async function sweepOne(name: string): Promise<void> {
-  await deleteNamespace(name + DHCP_HOST_SUFFIX);
-  await deleteNamespace(name);
+  for (const ns of namespacesOf(name)) await deleteNamespace(ns);
   const owner = ownerOf(name);
   if (owner?.dir?.includes('bootfarm-')) await rm(owner.dir, { recursive: true, force: true });
   await rm(join(OWNERS_DIR, `${name}.json`), { force: true });
@@ -554,7 +682,7 @@ async function deleteNamespace(name: string): Promise<void> {
 }
 
 function sweepOneSync(name: string): void {
-  for (const ns of [name + DHCP_HOST_SUFFIX, name]) deleteNamespaceSync(ns);
+  for (const ns of namespacesOf(name)) deleteNamespaceSync(ns);
   const owner = ownerOf(name);
   if (owner?.dir?.includes('bootfarm-')) rmSync(owner.dir, { recursive: true, force: true });
   rmSync(join(OWNERS_DIR, `${name}.json`), { force: true });
@@ -577,14 +705,10 @@ function deleteNamespaceSync(name: string): void {
   }
 }
 
-/** Names of the sites' namespaces on this machine (`bf-xxxxxx`; a site's `-dhcp` host comes with it). */
+/** Names of the sites' namespaces on this machine (`bf-xxxxxx`; a site's `-dhcp` and `-h<name>` hosts come with it). */
 export function listSiteNamespaces(): string[] {
-  if (!existsSync('/run/netns')) return [];
-  const names = readdirSync('/run/netns');
-  // An orphaned DHCP host counts as its site, so that the sweep removes it.
-  return [...new Set(names.map((n) => (n.endsWith(DHCP_HOST_SUFFIX) ? n.slice(0, -DHCP_HOST_SUFFIX.length) : n)))].filter((n) =>
-    NAME_PATTERN.test(n),
-  );
+  // An orphaned DHCP host or host counts as its site, so that the sweep removes it.
+  return [...new Set(namespaceNames().map((n) => COMPANION_PATTERN.exec(n)?.[1] ?? n))].filter((n) => NAME_PATTERN.test(n));
 }
 
 /**
@@ -599,7 +723,8 @@ export async function sweepStaleSites(opts: { minAgeMs?: number } = {}): Promise
     const owner = ownerOf(name);
     if (owner && owner.pid !== process.pid && isAlive(owner.pid)) continue;
     if (!owner) {
-      const stat = statSync(`/run/netns/${name}`, { throwIfNoEntry: false }) ?? statSync(`/run/netns/${name}${DHCP_HOST_SUFFIX}`, { throwIfNoEntry: false });
+      // The site's own namespace says its age, or else (already gone) one of its companions.
+      const stat = namespacesOf(name).reverse().map((ns) => statSync(`/run/netns/${ns}`, { throwIfNoEntry: false })).find(Boolean);
       if (!stat || Date.now() - stat.mtimeMs < (opts.minAgeMs ?? 60_000)) continue;
     }
     await sweepOne(name);
