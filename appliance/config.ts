@@ -86,6 +86,21 @@ export const ApplianceConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** Site high availability: heartbeats with the site's peers and floating addresses (see appliance/ha/). */
+    ha: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Where heartbeats are received. */
+        host: z.string().default('0.0.0.0'),
+        /** UDP; every appliance of a site uses the same port (peers send to each other's management address). */
+        port: z.number().int().min(0).max(65535).default(7947),
+        /** The LAN interface floating addresses go on; null: the one holding the management address. */
+        interface: z.string().regex(/^[\w.-]{1,15}$/, 'must be an interface name').nullable().default(null),
+        /** Prefix length of floating addresses on that interface. */
+        prefixLength: z.number().int().min(8).max(32).default(24),
+      })
+      .strict()
+      .prefault({}),
     /** Folder of the bootstrap files (Debian package ipxe). */
     bootstrapDir: z.string().default('/usr/lib/ipxe'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),

@@ -20,6 +20,7 @@ import {
   inventoryDigest,
   neededVersions,
   newEventId,
+  serviceAddress,
   type ApplianceEvent,
   type ApplianceStatus,
   type InventoryEntry,
@@ -48,6 +49,8 @@ import { newBootId, newerBoot, signExportName, verifyExportName } from './nbd/ex
 import { bootfarmExports } from './nbd/exports.js';
 import { startNbdServer, type NbdServer } from './nbd/server.js';
 import { WriteCaches } from './write-cache/lifecycle.js';
+import { startHa, type Ha, type HaStatus } from './ha/index.js';
+import type { TftpServer } from './tftp/server.js';
 
 /** How long a peer that failed a chunk request is left out of the sources. */
 export const PEER_RETRY_MS = 30_000;
@@ -79,6 +82,8 @@ export interface ApplianceHealth {
   cache: { versions: InventoryEntry[]; bytes: number; syncing: boolean; problems: string[] };
   outbox: { pending: number };
   sessions: number;
+  /** Peers, floating addresses held and waited for (null when HA is off in the config). */
+  ha: HaStatus | null;
 }
 
 export interface ApplianceHandle {
@@ -97,6 +102,8 @@ export interface ApplianceHandle {
   /** The NBD service (null when off in the config). */
   nbd: NbdServer | null;
   writeCaches: WriteCaches;
+  /** Site high availability (null when off in the config). */
+  ha: Ha | null;
   stop(): Promise<void>;
 }
 
@@ -189,7 +196,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
   const guarded = (id: string, src: ChunkSource): ChunkSource => ({
     name: src.name,
     async fetch(hash, signal, owner) {
-      if ((peerDownUntil.get(id) ?? 0) > Date.now()) return null;
+      if ((peerDownUntil.get(id) ?? 0) > Date.now() || ha?.state(id).up === false) return null;
       try {
         return await src.fetch(hash, signal, owner);
       } catch (e) {
@@ -233,7 +240,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
   http.route('/peer', peerRoutes(cache, () => current?.snapshot.peerSecret));
   let port = config.http.port;
   const baseUrl = (a: Snapshot['appliances'][number]) => {
-    const host = a.streamingAddresses[0] ?? a.managementAddress;
+    const host = serviceAddress(a);
     return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   };
   const selfState: ApplianceState = {
@@ -255,7 +262,8 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
         return !!c && c.mac === mac && c.vdiskId === vdiskId && newerBoot(newer, c.bootId);
       }, 'the target booted again'),
   });
-  const exportsProvider = bootfarmExports({ snapshot: () => current?.snapshot ?? null, autoAdded: () => autoAdded.targets(), cache, sessions, writeCaches, log });
+  let ha: Ha | null = null;
+  const exportsProvider = bootfarmExports({ snapshot: () => current?.snapshot ?? null, autoAdded: () => autoAdded.targets(), cache, sessions, writeCaches, log, movedAway: (mac) => ha?.movedAway(mac) ?? null });
   if (config.nbd.enabled) nbd = await startNbdServer({ host: config.nbd.host, port: config.nbd.port, exports: exportsProvider, log });
 
   // Peers' load and inventory travel on the LAN with issue 7; until then they are failover paths only.
@@ -273,7 +281,9 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
         await emit({ type: 'boot', data: { mac: e.mac, targetId: e.targetId, outcome: e.outcome, vdiskId: e.vdiskId, version: e.version, streamingApplianceId: e.streamingApplianceId, message: e.message.slice(0, 500) } });
       },
       self: config.applianceId,
-      state: (id) => (id === config.applianceId ? selfState : unknownPeer),
+      state: (id) => (ha ? ha.state(id) : id === config.applianceId ? selfState : unknownPeer),
+      assigned: (mac, clientIp, vdiskId, applianceId) => ha?.assign(mac, clientIp, vdiskId, applianceId),
+      preferred: (mac) => ha?.assignedTo(mac) ?? null,
       baseUrl,
       bootstrapDir: config.bootstrapDir,
       log,
@@ -305,24 +315,68 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     const snap = current?.snapshot;
     const self = selfInSnapshot();
     if (!snap?.site.proxyDhcp.enabled || !self) return null;
-    const serverIp = self.streamingAddresses[0] ?? self.managementAddress;
+    const serverIp = serviceAddress(self);
+    // A floating address this appliance does not hold (yet, or a peer still does): the site's other appliances answer.
+    if (self.floatingAddress && ha && !ha.held().has(self.floatingAddress) && ha.status().interface) return null;
     const base = `http://${serverIp}:${port}`;
     const files = snap.site.bootstrap.files;
     return { serverIp, scriptUrl: `${base}/boot.ipxe`, httpBootUrl: `${base}/bootstrap/ipxe.efi`, files: { bios: files.bios, uefiX64: files.uefiX64, arm64: files.arm64 } };
   };
   // TFTP answers from its transfer socket: bound to 0.0.0.0 the kernel would pick the interface's first
   // address as source, and firmware (EDK2) drops DATA that does not come from the server it asked.
+  // With a floating address, TFTP listens on each floating address held (its own and adopted ones), as they come and go.
   const selfAtStart = selfInSnapshot();
-  const tftpHost = config.boot.tftp.host === '0.0.0.0' && selfAtStart ? (selfAtStart.streamingAddresses[0] ?? selfAtStart.managementAddress) : config.boot.tftp.host;
-  const tftp = config.boot.tftp.enabled
-    ? await startTftpServer({ host: tftpHost, port: config.boot.tftp.port, root: () => config.bootstrapDir, symlinkTargets: BOOTSTRAP_SYMLINK_TARGETS, log })
-    : null;
+  const tftpHost = config.boot.tftp.host === '0.0.0.0' && selfAtStart ? (selfAtStart.floatingAddress ? null : serviceAddress(selfAtStart)) : config.boot.tftp.host;
+  const startTftp = (host: string) => startTftpServer({ host, port: config.boot.tftp.port, root: () => config.bootstrapDir, symlinkTargets: BOOTSTRAP_SYMLINK_TARGETS, log });
+  const tftp = config.boot.tftp.enabled && tftpHost ? await startTftp(tftpHost) : null;
+  const floatingTftp = new Map<string, Promise<TftpServer | null>>();
+  const syncFloatingTftp = (held: ReadonlySet<string>) => {
+    if (!config.boot.tftp.enabled || tftpHost) return;
+    for (const [a, srv] of floatingTftp)
+      if (!held.has(a)) {
+        floatingTftp.delete(a);
+        void srv.then((x) => x?.close());
+      }
+    for (const a of held)
+      if (!floatingTftp.has(a))
+        floatingTftp.set(
+          a,
+          startTftp(a).catch((e: Error) => {
+            log('error', 'tftp cannot listen on a floating address', { address: a, reason: e.message });
+            return null;
+          }),
+        );
+  };
+  const tftpAll = async () => [...(tftp ? [tftp] : []), ...((await Promise.all(floatingTftp.values())).filter(Boolean) as TftpServer[])];
   const dhcp = config.boot.proxyDhcp.enabled
     ? await startProxyDhcp({ bindAddress: config.boot.proxyDhcp.bindAddress, ports: { dhcp: config.boot.proxyDhcp.port, pxe: config.boot.proxyDhcp.pxePort }, config: proxyConfig, log }).catch(async (e) => {
         await Promise.all([tftp?.close(), nbd?.close()]);
         throw e;
       })
     : null;
+
+  // ---- site high availability: peers on the LAN, floating addresses, rebalance
+  if (config.ha.enabled)
+    ha = await startHa({
+      config: config.ha,
+      applianceId: config.applianceId,
+      siteId: config.siteId,
+      snapshot: () => current?.snapshot ?? null,
+      inventory: () => cache.inventory(),
+      sessions: () => sessions.list(),
+      statePath: join(dataDir, 'floating-addresses'),
+      log,
+      disconnect: (mac, reason) =>
+        nbd?.disconnect((name) => {
+          const secret = current?.snapshot.peerSecret;
+          const c = secret ? verifyExportName(name, secret) : null;
+          return !!c && c.mac === mac && c.mode === 'read-only';
+        }, reason) ?? 0,
+      onHeld: syncFloatingTftp,
+    }).catch(async (e) => {
+      await Promise.all([dhcp?.close(), tftp?.close(), nbd?.close()]);
+      throw e;
+    });
 
   const url = `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${port}`;
   log('info', 'appliance listening', { url, applianceId: config.applianceId, siteId: config.siteId });
@@ -350,6 +404,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       cache: { versions: inv, bytes: st.bytesHeld, syncing: st.syncInProgress, problems: cacheProblems() },
       outbox: { pending: await outbox.count() },
       sessions: sessions.total(),
+      ha: ha?.status() ?? null,
     };
   }
 
@@ -392,14 +447,26 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
             ];
           })()
         : []),
-      ...(tftp
+      ...(await (async () => {
+        const all = await tftpAll();
+        if (!all.length) return [];
+        const stats = all.map((t) => t.stats());
+        const sum = (k: 'active' | 'started' | 'completed' | 'failed' | 'aborted' | 'refused' | 'retransmits' | 'dataBytes') => stats.reduce((n, x) => n + x[k], 0);
+        return [
+          g('bootfarm_tftp_transfers_active', 'TFTP transfers in progress', sum('active')),
+          { name: 'bootfarm_tftp_transfers', help: 'TFTP read requests by what became of them', type: 'counter' as const, samples: (['started', 'completed', 'failed', 'aborted', 'refused'] as const).map((state) => ({ labels: { state }, value: sum(state) })) },
+          { name: 'bootfarm_tftp_retransmits_total', help: 'TFTP packets sent again after a timeout', type: 'counter' as const, samples: [{ value: sum('retransmits') }] },
+          { name: 'bootfarm_tftp_bytes_total', help: 'TFTP data bytes sent', type: 'counter' as const, samples: [{ value: sum('dataBytes') }] },
+        ];
+      })()),
+      ...(ha
         ? (() => {
-            const st = tftp.stats();
+            const st = ha.status();
             return [
-              g('bootfarm_tftp_transfers_active', 'TFTP transfers in progress', st.active),
-              { name: 'bootfarm_tftp_transfers', help: 'TFTP read requests by what became of them', type: 'counter' as const, samples: (['started', 'completed', 'failed', 'aborted', 'refused'] as const).map((state) => ({ labels: { state }, value: st[state] })) },
-              { name: 'bootfarm_tftp_retransmits_total', help: 'TFTP packets sent again after a timeout', type: 'counter' as const, samples: [{ value: st.retransmits }] },
-              { name: 'bootfarm_tftp_bytes_total', help: 'TFTP data bytes sent', type: 'counter' as const, samples: [{ value: st.dataBytes }] },
+              { name: 'bootfarm_ha_peer_up', help: '1 while a peer of the site is heard within the peer timeout', type: 'gauge' as const, samples: st.peers.map((p) => ({ labels: { peer: p.name }, value: p.live ? 1 : 0 })) },
+              { name: 'bootfarm_ha_floating_addresses', help: 'Floating addresses this appliance answers on (its own and adopted)', type: 'gauge' as const, samples: [{ value: st.held.length }] },
+              g('bootfarm_ha_link_up', '1 while the LAN link of the floating addresses has carrier', st.linkUp ? 1 : 0),
+              { name: 'bootfarm_rebalance_moves_total', help: 'Targets this appliance moved away by rebalance', type: 'counter' as const, samples: [{ value: st.moves }] },
             ];
           })()
         : []),
@@ -581,6 +648,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     sessions,
     nbd,
     writeCaches,
+    ha,
     synced: () =>
       new Promise<void>((resolve) => {
         syncWaiters.push(resolve);
@@ -590,13 +658,15 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
         }
       }),
     async stop() {
+      // Peers first: they adopt this appliance's address at once instead of after a timeout.
+      await ha?.stop().catch((e: Error) => log('error', 'ha stop failed', { reason: e.message }));
       stopping.abort();
       await Promise.all(loops);
       await new Promise<void>((resolve) => {
         (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
         server.close(() => resolve());
       });
-      await Promise.all([dhcp?.close(), tftp?.close(), nbd?.close()]);
+      await Promise.all([dhcp?.close(), nbd?.close(), ...(await tftpAll()).map((t) => t.close())]);
       await writeCaches.close();
       sessions.close();
       await cache.close();

@@ -19,6 +19,8 @@ export interface Session {
   inFlight: number;
   /** Open NBD connections: a session is never closed while one is open, however idle. */
   connections: number;
+  /** A read-only NBD export: a rebalance may move it to another appliance (writable ones stay with their write cache). */
+  movable?: boolean;
 }
 
 export class Sessions {

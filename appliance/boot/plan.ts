@@ -46,6 +46,8 @@ export interface PlanInput {
   nbdExport?(claim: { mac: string; vdiskId: string; version: number; mode: StreamMode }): string;
   /** host:port of an appliance's NBD service as the target reaches it. */
   nbdServer?(appliance: Snapshot['appliances'][number]): string;
+  /** The appliance a recent decision sent this target to: kept while it can still stream (the same answer on every appliance). */
+  preferred?: string | null;
 }
 
 export interface PlanResult {
@@ -129,7 +131,13 @@ export function planBoot(i: PlanInput): PlanResult {
       sessionsTotal: st.sessionsTotal(),
     });
   }
-  const d = chooseAppliance(known, { vdisk, targetIp: i.clientIp });
+  const chosen = chooseAppliance(known, { vdisk, targetIp: i.clientIp });
+  // A target asked again (a retry, another appliance's ProxyDHCP answer) gets the answer it got before, while that one can still stream.
+  const sticky = i.preferred ? [chosen.primary, ...chosen.failover].find((c) => c?.id === i.preferred) : undefined;
+  const d =
+    sticky && sticky !== chosen.primary
+      ? { primary: sticky, failover: [chosen.primary!, ...chosen.failover.filter((c) => c !== sticky)], reason: `${sticky.name} was chosen for this target moments ago` }
+      : chosen;
   // Peers whose state this appliance does not know yet (issue 7 brings it) may well stream what it cannot.
   const fixedId = vdisk.loadBalancing.mode === 'fixed' ? vdisk.loadBalancing.applianceId : null;
   const fallback = fixedId ? unknown.filter((a) => a.id === fixedId) : unknown;

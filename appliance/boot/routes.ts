@@ -29,6 +29,10 @@ export interface BootRouteDeps {
   recordBoot(e: ReturnType<typeof planBoot>['event'] & { mac: string }): Promise<void>;
   self: string;
   state(applianceId: string): ApplianceState;
+  /** A boot script sent this target to that appliance: it counts as that appliance's load at once (site HA shares it with peers). */
+  assigned?(mac: string, clientIp: string | null, vdiskId: string, applianceId: string): void;
+  /** Where a recent decision (this appliance's or a peer's) sent this target: asked again, it gets the same answer. */
+  preferred?(mac: string): string | null;
   /** Base URL of an appliance's HTTP service as targets reach it. */
   baseUrl(a: Snapshot['appliances'][number]): string;
   bootstrapDir: string;
@@ -89,6 +93,7 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
       clientIp,
       self: deps.self,
       state: deps.state,
+      preferred: deps.preferred?.(mac) ?? null,
       diskUrl: (a, vdiskId, n) => `${base(a)}/vdisks/${vdiskId}/${n}?mac=${mac.replace(/:/g, '-')}`,
       selfUrl: c.req.url,
       ...(deps.nbd
@@ -107,6 +112,7 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
       await deps.recordAutoAdd(r.added);
       deps.log('info', 'target added automatically at its first boot', { mac, name: r.added.name, collectionId: r.added.collectionId });
     }
+    if (r.event.outcome === 'vdisk' && r.event.vdiskId && r.event.streamingApplianceId) deps.assigned?.(mac, clientIp, r.event.vdiskId, r.event.streamingApplianceId);
     if (r.plan.kind === 'vdisk' && r.plan.nbd && deps.nbd)
       deps.nbd.issued(mac, r.plan.nbd.exportName, clientIp, `${r.plan.target.name}: vDisk ${r.plan.vdisk.name} version ${r.plan.version} (${r.plan.nbd.mode})`);
     if (shouldRecord(mac, `${r.event.outcome}|${r.event.vdiskId}|${r.event.version}|${r.event.streamingApplianceId}`)) await deps.recordBoot({ ...r.event, mac });

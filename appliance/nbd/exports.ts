@@ -31,6 +31,8 @@ export interface BootfarmExportsDeps {
   sessions: Sessions;
   writeCaches: WriteCaches;
   log: LogFn;
+  /** Why a target was moved away from this appliance (rebalance), while it is refused here. */
+  movedAway?(mac: string): string | null;
 }
 
 export interface BootfarmExports extends NbdExports {
@@ -64,6 +66,8 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
     if (!claim) return unknown('no such export: export names come from the target\'s boot script');
     const target = snap.targets.find((t) => t.mac === claim.mac) ?? deps.autoAdded().find((t) => t.mac === claim.mac);
     if (!target) return unknown(`target ${claim.mac} is not in site ${snap.site.name}`);
+    const moved = claim.mode === 'read-only' ? deps.movedAway?.(claim.mac) : null;
+    if (moved) return policy(`target ${target.name} was ${moved}: connect to its next server`);
     if (target.disabled) return policy(`target ${target.name} (${target.mac}) is disabled in the farm`);
     // A name seen on the wire must not let another machine write into this target's disk.
     if (claim.mode !== 'read-only' && claim.address && !sameAddress(claim.address, client.address))
@@ -142,7 +146,10 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
       deps.sessions.hold(session);
       const counted = <T>(f: () => Promise<T>) => countedIn(session, f);
       const base = info(r);
-      if (claim.mode === 'read-only') return sessionExport(base, session, deps.sessions, pool);
+      if (claim.mode === 'read-only') {
+        session.movable = true;
+        return sessionExport(base, session, deps.sessions, pool);
+      }
       let lease;
       try {
         lease = await deps.writeCaches.acquire(leaseRequest(r));

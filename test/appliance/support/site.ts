@@ -41,7 +41,9 @@ export interface TestSite {
   dataChunks: number;
   /** Enrols an appliance; its boot services (DHCP 67, TFTP 69) stay off unless `bootServices` (tests that run it in a namespace). */
   enrol(name: string, o?: { address?: string; port?: number; bootServices?: boolean }): Promise<{ dataDir: string; config: ApplianceConfig; credential: string }>;
-  run(dataDir: string, o?: { logs?: LogLine[]; fast?: boolean; http?: { host: string; port: number }; bootServices?: boolean; nbd?: { host: string; port: number } }): Promise<ApplianceHandle>;
+  run(dataDir: string, o?: { logs?: LogLine[]; fast?: boolean; http?: { host: string; port: number }; bootServices?: boolean; nbd?: { host: string; port: number }; ha?: Partial<ApplianceConfig['ha']> }): Promise<ApplianceHandle>;
+  /** The UDP port this site's appliances heartbeat on. */
+  haPort: number;
 }
 
 /** A free TCP port (for appliances several tests bind on different loopback addresses). */
@@ -63,6 +65,7 @@ export async function testSite(o: { imageMiB?: number; /** Push this raw image i
   const dir = await mkdtemp(join(tmpdir(), 'bootfarm-appliance-'));
   const site = await fx.site();
   const other = await fx.site();
+  const haPort = await freePort();
   const col = await fx.collection(site.id);
   const store = await fx.store();
 
@@ -102,6 +105,7 @@ export async function testSite(o: { imageMiB?: number; /** Push this raw image i
       t.api = api;
     },
     dir,
+    haPort,
     siteId: site.id,
     otherSiteId: other.id,
     collectionId: col.id,
@@ -141,6 +145,8 @@ export async function testSite(o: { imageMiB?: number; /** Push this raw image i
       // In-process appliances on the host never take the machine's DHCP and TFTP ports.
       if (!r.bootServices) config.boot = { proxyDhcp: { ...config.boot.proxyDhcp, enabled: false }, tftp: { ...config.boot.tftp, enabled: false } };
       config.nbd = { enabled: true, ...(r.nbd ?? { host: config.http.host === '0.0.0.0' ? '127.0.0.1' : config.http.host, port: 0 }) };
+      // Heartbeats on the appliance's own address and the site's port: peers of one test find each other, tests side by side do not.
+      config.ha = { ...config.ha, host: config.http.host === '0.0.0.0' ? '127.0.0.1' : config.http.host, port: haPort, ...(r.ha ?? {}) };
       return startAppliance({ config, credential: await loadCredential(dataDir), dataDir, log: (level, msg, fields) => r.logs?.push({ level, msg, ...fields }) });
     },
   };
