@@ -114,6 +114,8 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
   let managerProblem: string | null = null;
   let moves = 0;
   const refusedLogged = new Set<string>();
+  /** Peers that said they were stopping: down at once, not unknown. */
+  const left = new Set<string>();
 
   const timeoutMs = () => deps.snapshot()?.site.highAvailability.peerTimeoutMs ?? 2000;
   const members = () => deps.snapshot()?.appliances ?? [];
@@ -146,11 +148,13 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
     const was = live(hb.from);
     if (hb.leaving) {
       peers.delete(hb.from);
+      left.add(hb.from);
       if (was) log('info', 'peer left', { peer: name(hb.from) });
       void tick();
       return;
     }
     peers.set(hb.from, { hb, at: now() });
+    left.delete(hb.from);
     // Their recent decisions count here too (and make the choice for that target the same here).
     for (const [mac, clientIp, vdiskId, to, age] of hb.assigned) {
       const at = now() - age;
@@ -170,9 +174,11 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
   const name = (id: string) => members().find((a) => a.id === id)?.name ?? id;
 
   // ---- what this appliance is doing, for peers and for its own decisions
+  /** Sessions that count here: a target moved away by a rebalance no longer does (its session lingers until idle). */
+  const counted = () => deps.sessions().filter((s) => !(moved.has(s.client) && s.connections === 0 && s.protocol === 'nbd'));
   function localSessions(): Map<string, Set<string>> {
     const by = new Map<string, Set<string>>();
-    for (const s of deps.sessions()) {
+    for (const s of counted()) {
       const set = by.get(s.vdiskId) ?? new Set<string>();
       set.add(keyOf(s));
       by.set(s.vdiskId, set);
@@ -194,7 +200,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
       held: [...(manager?.held() ?? [])].sort(),
       inventory: deps.inventory().map((e) => [e.vdiskId, e.number, e.state] as [string, number, 'verified' | 'syncing' | 'corrupt']),
       sessions: Object.fromEntries([...localSessions()].map(([vd, keys]) => [vd, [...keys]])),
-      total: new Set(deps.sessions().map(keyOf)).size,
+      total: new Set(counted().map(keyOf)).size,
       assigned: fresh.slice(-2000).map(([mac, a]) => [mac, a.clientIp, a.vdiskId, a.to, Math.round(t - a.at)] as [string, string, string, string, number]),
     };
   }
@@ -288,10 +294,13 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
   };
 
   // ---- load as the boot decisions see it
+  /** Targets sent to an appliance a moment ago that read nowhere yet (once one reads, it counts where it reads). */
   function pendingFor(applianceId: string, vdiskId: string | null): string[] {
     const t = now();
+    const reading = new Set(counted().map(keyOf));
+    for (const [id, p] of peers) if (live(id)) for (const list of Object.values(p.hb.sessions)) for (const k of list) reading.add(k);
     return [...assignments]
-      .filter(([, a]) => a.to === applianceId && (vdiskId === null || a.vdiskId === vdiskId) && t - a.at < ASSIGNMENT_TTL_MS)
+      .filter(([mac, a]) => a.to === applianceId && (vdiskId === null || a.vdiskId === vdiskId) && t - a.at < ASSIGNMENT_TTL_MS && !reading.has(mac))
       .map(([mac]) => mac);
   }
   function servedAddress(id: string): boolean {
@@ -309,12 +318,12 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
         up: linkUp && servedAddress(self),
         holds: (vdiskId, number) => deps.inventory().find((e) => e.vdiskId === vdiskId && e.number === number)?.state ?? null,
         sessionsFor: (vdiskId) => new Set([...(mine.get(vdiskId) ?? []), ...pendingFor(self, vdiskId)]).size,
-        sessionsTotal: () => new Set([...deps.sessions().map(keyOf), ...pendingFor(self, null)]).size,
+        sessionsTotal: () => new Set([...counted().map(keyOf), ...pendingFor(self, null)]).size,
       };
     }
     const p = peers.get(id);
     // Before this appliance has listened for a whole timeout, a peer it has not heard is unknown, not down.
-    if (!p) return settled() || now() - startedAt > timeoutMs() ? { up: false, holds: () => null, sessionsFor: () => 0, sessionsTotal: () => 0 } : { up: null, holds: null, sessionsFor: () => 0, sessionsTotal: () => 0 };
+    if (!p) return left.has(id) || settled() || now() - startedAt > timeoutMs() ? { up: false, holds: () => null, sessionsFor: () => 0, sessionsTotal: () => 0 } : { up: null, holds: null, sessionsFor: () => 0, sessionsTotal: () => 0 };
     const up = live(id) && p.hb.link && servedAddress(id);
     return {
       up,
@@ -331,7 +340,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
     const settings = snap.site.rebalance;
     const vdiskIds = snap.vdisks.filter((v) => v.loadBalancing.mode === 'algorithm').map((v) => v.id);
     const mineByVdisk = new Map<string, { key: string; booting: boolean; movable: boolean }[]>();
-    for (const s of deps.sessions()) {
+    for (const s of counted()) {
       const list = mineByVdisk.get(s.vdiskId) ?? [];
       const existing = list.find((x) => x.key === s.client);
       const t = { key: s.client, booting: s.protocol === 'http', movable: s.protocol === 'nbd' && s.movable === true && s.connections > 0 };
@@ -380,6 +389,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
 
   // ---- timers
   let stopped = false;
+  let sendSoon: NodeJS.Timeout | null = null;
   const loop = async () => {
     while (!stopped) {
       await tick().catch((e: Error) => log('error', 'ha round failed', { reason: e.message }));
@@ -412,6 +422,11 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
     state,
     assign(mac, clientIp, vdiskId, applianceId) {
       assignments.set(mac, { clientIp: clientIp ?? '', vdiskId, to: applianceId, at: now() });
+      // Peers hear of it at once (one heartbeat for a burst): in a boot storm they weigh it in their next decision.
+      if (!sendSoon) sendSoon = setTimeout(() => {
+        sendSoon = null;
+        if (!stopped) void send(heartbeat());
+      }, 10);
     },
     assignedTo(mac) {
       const a = assignments.get(mac);

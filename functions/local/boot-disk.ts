@@ -65,6 +65,16 @@ export interface BuildTestDiskOptions {
   seed?: number;
   /** Printable ASCII, at most 400 characters. @default names size and seed */
   message?: string;
+  /** What the boot sector reads (at most 6 ranges of 1-255 chunks of 64 sectors, within the disk). @default readRanges(sectors) */
+  ranges?: readonly DiskRange[];
+}
+
+/** A long read for failover tests: `chunksPerRange` chunks (32 KiB each) in each of 6 ranges spread over the disk, LBA 0 first. */
+export function longReadRanges(totalSectors: number, chunksPerRange: number): DiskRange[] {
+  const sectors = chunksPerRange * CHUNK_SECTORS;
+  const step = Math.floor(totalSectors / 6 / CHUNK_SECTORS) * CHUNK_SECTORS;
+  if (!Number.isInteger(chunksPerRange) || chunksPerRange < 1 || chunksPerRange > 255 || sectors > step) throw new Error(`${chunksPerRange} chunks per range do not fit 6 times in ${totalSectors} sectors`);
+  return Array.from({ length: 6 }, (_, i) => ({ lba: i * step, sectors }));
 }
 
 /**
@@ -147,7 +157,8 @@ export async function buildTestDisk(path: string, opts: BuildTestDiskOptions = {
 
   const sizeBytes = sizeMiB << 20;
   const sectors = sizeBytes / SECTOR_BYTES;
-  const ranges = readRanges(sectors);
+  const ranges = opts.ranges ? [...opts.ranges] : readRanges(sectors);
+  for (const r of ranges) if (r.lba + r.sectors > sectors) throw new Error(`range at LBA ${r.lba} runs past the end of a ${sizeMiB} MiB disk`);
   const head = Buffer.concat([await bootSector(), parameterSector(ranges, message)]);
 
   const next = generator(seed);
