@@ -263,7 +263,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       }, 'the target booted again'),
   });
   let ha: Ha | null = null;
-  const exportsProvider = bootfarmExports({ snapshot: () => current?.snapshot ?? null, autoAdded: () => autoAdded.targets(), cache, sessions, writeCaches, log, movedAway: (mac) => ha?.movedAway(mac) ?? null });
+  const exportsProvider = bootfarmExports({ snapshot: () => current?.snapshot ?? null, autoAdded: () => autoAdded.targets(), cache, sessions, writeCaches, log, self: config.applianceId, movedAway: (mac) => ha?.movedAway(mac) ?? null });
   if (config.nbd.enabled) nbd = await startNbdServer({ host: config.nbd.host, port: config.nbd.port, exports: exportsProvider, log });
 
   // Peers' load and inventory travel on the LAN with issue 7; until then they are failover paths only.
@@ -317,7 +317,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     if (!snap?.site.proxyDhcp.enabled || !self) return null;
     const serverIp = serviceAddress(self);
     // A floating address this appliance does not hold (yet, or a peer still does): the site's other appliances answer.
-    if (self.floatingAddress && ha && !ha.held().has(self.floatingAddress) && ha.status().interface) return null;
+    if (self.floatingAddress && config.ha.enabled && (!ha || (ha.status().interface !== null && !ha.held().has(self.floatingAddress)))) return null;
     const base = `http://${serverIp}:${port}`;
     const files = snap.site.bootstrap.files;
     return { serverIp, scriptUrl: `${base}/boot.ipxe`, httpBootUrl: `${base}/bootstrap/ipxe.efi`, files: { bios: files.bios, uefiX64: files.uefiX64, arm64: files.arm64 } };
@@ -377,6 +377,10 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       await Promise.all([dhcp?.close(), tftp?.close(), nbd?.close()]);
       throw e;
     });
+
+  for (const [what, host] of [['http.host', config.http.host], ['nbd.host', config.nbd.enabled ? config.nbd.host : '0.0.0.0']] as const)
+    if (selfAtStart?.floatingAddress && host !== '0.0.0.0' && host !== '::' && host !== selfAtStart.floatingAddress)
+      log('error', `${what} is ${host}: targets reach this appliance on its floating address ${selfAtStart.floatingAddress} and peers' adopted ones; listen on 0.0.0.0`, {});
 
   const url = `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${port}`;
   log('info', 'appliance listening', { url, applianceId: config.applianceId, siteId: config.siteId });

@@ -24,9 +24,16 @@ export interface Prerequisites {
   notes: string[];
 }
 
-export async function checkPrerequisites(o: { dataDir: string; bootstrapDir: string; minFreeBytes: number; nodeVersion?: string }): Promise<Prerequisites> {
+/** Whether a program is on PATH (or in the sbin folders systemd's PATH has). */
+function onPath(binary: string): boolean {
+  return [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/bin', '/bin'].some((d) => d && existsSync(join(d, binary)));
+}
+
+export async function checkPrerequisites(o: { dataDir: string; bootstrapDir: string; minFreeBytes: number; nodeVersion?: string; floating?: boolean }): Promise<Prerequisites> {
   const problems: string[] = [];
   const notes: string[] = [];
+  // A floating address is added with ip and announced with arping (gratuitous ARP).
+  if (o.floating) for (const [bin, pkg] of [['ip', 'iproute2'], ['arping', 'iputils-arping']]) if (!onPath(bin!)) problems.push(`site HA needs ${bin} (apt-get install ${pkg})`);
   const [major = 0, minor = 0] = (o.nodeVersion ?? process.versions.node).split('.').map(Number);
   if (major < MIN_NODE[0] || (major === MIN_NODE[0] && minor < MIN_NODE[1])) problems.push(`Node.js ${MIN_NODE.join('.')} or newer is required (this is ${o.nodeVersion ?? process.versions.node})`);
   const missing = BOOTSTRAP_FILES.filter((f) => !existsSync(join(o.bootstrapDir, f)));
@@ -65,6 +72,8 @@ After=network-online.target
 [Service]
 Type=simple
 ExecStart=${o.nodePath} ${o.cliPath} appliance run --data-dir ${o.dataDir}
+# Floating addresses never outlive the daemon, however it ended (its own guard does the same).
+ExecStopPost=${o.nodePath} ${o.cliPath} appliance release-addresses --data-dir ${o.dataDir}
 Restart=on-failure
 RestartSec=2
 # Boot services bind privileged ports (DHCP 67, TFTP 69, HTTP 80) and take over peer addresses on failover.
@@ -88,6 +97,10 @@ export interface InstallOptions {
   name?: string;
   managementAddress?: string;
   streamingAddresses?: string[];
+  /** Site HA: this appliance's floating address (see model/appliance.ts). */
+  floatingAddress?: string;
+  /** Site HA: the interface floating addresses go on. */
+  haInterface?: string;
   httpPort?: number;
   httpHost?: string;
   bootstrapDir: string;
@@ -121,7 +134,7 @@ export class InstallError extends Error {
 
 export async function install(o: InstallOptions): Promise<InstallResult> {
   const dataDir = resolve(o.dataDir);
-  const pre = await checkPrerequisites({ dataDir, bootstrapDir: o.bootstrapDir, minFreeBytes: o.minFreeBytes });
+  const pre = await checkPrerequisites({ dataDir, bootstrapDir: o.bootstrapDir, minFreeBytes: o.minFreeBytes, floating: Boolean(o.floatingAddress) });
   if (pre.problems.length && o.prerequisites !== 'warn') throw new InstallError(`cannot install:\n  - ${pre.problems.join('\n  - ')}`);
   const credentialPath = join(dataDir, CREDENTIAL_FILE);
   const configPath = join(dataDir, CONFIG_FILE);
@@ -139,7 +152,7 @@ export async function install(o: InstallOptions): Promise<InstallResult> {
   const res = await (o.fetchImpl ?? fetch)(`${apiUrl}/v1/appliances/enrol`, {
     method: 'POST',
     headers: { authorization: `Bearer ${o.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ name, managementAddress, streamingAddresses: o.streamingAddresses ?? [managementAddress] }),
+    body: JSON.stringify({ name, managementAddress, streamingAddresses: o.streamingAddresses ?? [managementAddress], ...(o.floatingAddress ? { floatingAddress: o.floatingAddress } : {}) }),
   }).catch((e: Error & { cause?: { code?: string } }) => {
     throw new InstallError(`cannot reach ${apiUrl}: ${e.cause?.code ?? e.message}`);
   });
@@ -156,6 +169,7 @@ export async function install(o: InstallOptions): Promise<InstallResult> {
       http: { host: o.httpHost ?? '0.0.0.0', port: o.httpPort ?? 80 },
       bootstrapDir: o.bootstrapDir,
       allowInsecureHttp: Boolean(o.allowInsecureHttp),
+      ...(o.haInterface ? { ha: { interface: o.haInterface } } : {}),
     },
     'enrolment answer',
   );

@@ -317,6 +317,8 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
     .option('--name <name>', 'appliance name (default: the host name)')
     .option('--address <ip>', 'management address peers and the console use (default: the first IPv4 address)')
     .option('--streaming-address <ip>', 'address targets stream from (repeatable; default: the management address)', collect, [])
+    .option('--floating-address <ip>', 'site HA: an IPv4 address no machine has, that this appliance serves on and a peer adopts when it goes silent')
+    .option('--ha-interface <name>', 'site HA: the LAN interface floating addresses go on (default: the one holding --address)')
     .option('--port <port>', 'HTTP port of the appliance (health, metrics, peers, boot scripts)', '80')
     .option('--listen <host>', 'address the HTTP service binds', '0.0.0.0')
     .option('--bootstrap-dir <dir>', 'iPXE bootstrap files (Debian package ipxe)', '/usr/lib/ipxe')
@@ -338,6 +340,8 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
           name: o.name,
           managementAddress: o.address,
           streamingAddresses: o.streamingAddress.length ? o.streamingAddress : undefined,
+          ...(o.floatingAddress ? { floatingAddress: o.floatingAddress } : {}),
+          ...(o.haInterface ? { haInterface: o.haInterface } : {}),
           httpPort: Number(o.port),
           httpHost: o.listen,
           bootstrapDir: o.bootstrapDir,
@@ -371,6 +375,17 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
         throw e;
       }
       await new Promise(() => undefined);
+    });
+
+  applianceCmd
+    .command('release-addresses')
+    .description("remove the floating addresses a stopped appliance may have left (the systemd unit's ExecStopPost; the appliance's own guard does it too)")
+    .option('--data-dir <dir>', 'the appliance data folder', '/var/lib/bootfarm')
+    .action(async (o) => {
+      const { releaseState } = await import('../appliance/ha/addresses.js');
+      const { join } = await import('node:path');
+      const gone = await releaseState(join(o.dataDir, 'floating-addresses'), (level, msg, fields) => out.log(`${level}: ${msg} ${JSON.stringify(fields ?? {})}`));
+      print({ released: gone }, () => (gone.length ? `released ${gone.join(', ')}` : 'no floating address to release'));
     });
 
   program

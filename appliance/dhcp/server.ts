@@ -125,6 +125,9 @@ export async function startProxyDhcp(opts: ProxyDhcpOptions): Promise<ProxyDhcpS
         },
         (err: Error) => {
           log('warn', 'proxydhcp: cannot bind the reply socket on serverIp; broadcast replies follow the routing table (the default route) instead', { serverIp, error: err.message });
+          // Tried again a moment later: a floating address may arrive on this host (site HA).
+          const forget = setTimeout(() => broadcastSockets.delete(serverIp), 1000);
+          forget.unref();
           return null;
         },
       );

@@ -31,6 +31,8 @@ export interface BootfarmExportsDeps {
   sessions: Sessions;
   writeCaches: WriteCaches;
   log: LogFn;
+  /** This appliance's id (a writable export reached on a peer's adopted address is refused). */
+  self?: string;
   /** Why a target was moved away from this appliance (rebalance), while it is refused here. */
   movedAway?(mac: string): string | null;
 }
@@ -72,6 +74,10 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
     // A name seen on the wire must not let another machine write into this target's disk.
     if (claim.mode !== 'read-only' && claim.address && !sameAddress(claim.address, client.address))
       return policy(`this export of target ${target.name} is writable from ${claim.address} only (the address its boot script went to)`);
+    // A writable export reached on a peer's floating address this appliance adopted: its write cache was on that peer.
+    const adoptedFrom = claim.mode !== 'read-only' && client.localAddress ? snap.appliances.find((a) => a.floatingAddress === client.localAddress && a.id !== deps.self) : undefined;
+    if (adoptedFrom)
+      return policy(`the write cache of target ${target.name} was on appliance ${adoptedFrom.name}, which is down; its writes since boot are lost with it: restart the target`);
     if (target.bootFrom !== 'vdisk') return policy(`target ${target.name} (${target.mac}) boots from its local disk`);
     if (!target.assignments.some((a) => a.vdiskId === claim.vdiskId)) return policy(`vDisk ${claim.vdiskId} is no longer assigned to target ${target.name}`);
     const vdisk = snap.vdisks.find((v) => v.id === claim.vdiskId);

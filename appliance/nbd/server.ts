@@ -65,6 +65,8 @@ import {
 export interface NbdClient {
   address: string;
   port: number;
+  /** The address of this appliance the client connected to (a floating address it may have adopted). */
+  localAddress?: string;
   /** Connection number, for logs. */
   id: number;
 }
@@ -199,7 +201,7 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
 
   const server: Server = createServer({ noDelay: true }, (socket) => {
     if (closing) return socket.destroy();
-    const client: NbdClient = { address: (socket.remoteAddress ?? '').replace(/^::ffff:/, ''), port: socket.remotePort ?? 0, id: nextId++ };
+    const client: NbdClient = { address: (socket.remoteAddress ?? '').replace(/^::ffff:/, ''), port: socket.remotePort ?? 0, localAddress: (socket.localAddress ?? '').replace(/^::ffff:/, ''), id: nextId++ };
     const mine = perClient.get(client.address) ?? 0;
     if (live.size >= limits.maxConnections || mine >= limits.maxConnectionsPerClient) {
       stats.overload++;

@@ -93,4 +93,27 @@ describe('site HA on loopback', () => {
     b = await t.run(dirs.b!);
     await until('b back', () => a.ha!.status().peers[0]!.live, 15_000);
   });
+
+  it("refuses a writable export reached on a peer's adopted floating address: that write cache was on the peer", async () => {
+    // b floats 127.0.0.9; c stands for the appliance that adopted it (its NBD answers on .9).
+    const bId = b.snapshot()!.appliances.find((x) => x.managementAddress === ADDR.b)!.id;
+    await t.fx.patch(`/v1/appliances/${bId}`, { floatingAddress: '127.0.0.9' });
+    await t.fx.patch(`/v1/vdisks/${t.vdiskId}`, { writeCacheType: 'appliance-temporary' });
+    const c = await t.run((await t.enrol('peer-c', { address: '127.0.0.4', port: 0 })).dataDir, { nbd: { host: '127.0.0.9', port: 0 } });
+    try {
+      await until('snapshots carry the change', () => [a, c].every((h) => h.snapshot()?.vdisks.find((v) => v.id === t.vdiskId)?.writeCacheType === 'appliance-temporary' && h.snapshot()?.appliances.some((x) => x.floatingAddress === '127.0.0.9')), 15_000);
+      const text = await script(a, MACS[11]!);
+      expect(text).toContain('bootfarm-write-cache appliance-temporary');
+      const name = /set bootfarm-nbd-export (\S+)/.exec(text)![1]!;
+      const refused = await RawConnection.go(c.nbd!.port, name, '127.0.0.9').then(
+        () => 'opened',
+        (e: Error) => e.message,
+      );
+      expect(refused).toContain('was on appliance peer-b, which is down');
+      // On its own address the same appliance is not refused for that reason.
+      expect(await RawConnection.go(a.nbd!.port, name, ADDR.a).then((g) => (g.c.close(), 'opened'), (e: Error) => e.message)).not.toContain('which is down');
+    } finally {
+      await c.stop();
+    }
+  });
 });
