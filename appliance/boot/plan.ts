@@ -163,7 +163,10 @@ export function planBoot(i: PlanInput): PlanResult {
   }
   // Appliances whose state this one does not know come last: iPXE tries them only if the others fail.
   const order = [...[d.primary, ...d.failover].map((c) => c.a), ...(vdisk.loadBalancing.mode === 'algorithm' ? unknown : [])];
-  const paths = order.map((a) => ({ name: a.name, url: i.diskUrl(a, vdisk.id, version.number) }));
+  // iPXE's sanboot makes whichever path answers first the active one, not the first listed: with a floating address
+  // (site HA) the chosen appliance's address itself fails over, so the disk names that one path and the choice holds.
+  const diskOrder = order[0]?.floatingAddress ? order.slice(0, 1) : order;
+  const paths = diskOrder.map((a) => ({ name: a.name, url: i.diskUrl(a, vdisk.id, version.number) }));
   return {
     plan: { kind: 'vdisk', target: who, vdisk: { name: vdisk.name }, version: version.number, paths, reason: d.reason, nbd: nbdFor(order) },
     added,

@@ -59,6 +59,22 @@ describe('planBoot', () => {
     }
   });
 
+  it('sanboots the chosen appliance alone when its floating address fails over (iPXE uses whichever path answers first)', () => {
+    const s = snapshot();
+    (s.appliances[0] as { floatingAddress?: string }).floatingAddress = '192.0.2.20';
+    const r = planBoot(input(s, self('verified'), { state: (id) => (id === A ? self('verified') : self('verified', 1)) }));
+    expect(r.plan).toMatchObject({ kind: 'vdisk', paths: [{ name: 'alpha' }] });
+    expect(r.plan.kind === 'vdisk' && r.plan.paths).toHaveLength(1);
+    // Without one, the peers stay failover paths.
+    expect(planBoot(input(snapshot(), self('verified'), { state: () => self('verified') })).plan).toMatchObject({ paths: [{ name: 'alpha' }, { name: 'beta' }] });
+  });
+
+  it('keeps the answer a target got moments ago (preferred) while that appliance can still stream', () => {
+    const both = { state: () => self('verified') };
+    expect(planBoot(input(snapshot(), self('verified'), { ...both, preferred: B })).event.streamingApplianceId).toBe(B);
+    expect(planBoot(input(snapshot(), self('verified'), { state: (id: string) => (id === B ? self('syncing') : self('verified')), preferred: B })).event.streamingApplianceId).toBe(A);
+  });
+
   it('uses the appliance a vDisk is fixed to, also when it is a peer', () => {
     const r = planBoot(input(snapshot({ fixedTo: B }), self('verified')));
     expect(r.plan).toMatchObject({ kind: 'vdisk', paths: [{ name: 'beta' }], reason: 'the vDisk is fixed to beta' });

@@ -8,7 +8,7 @@
  * real `bootfarm appliance run` processes in their hosts with the control
  * plane stopped, so they boot targets from their signed cached snapshots.
  */
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTestDisk, longReadRanges, type TestDisk } from '../../support/boot-disk.js';
@@ -82,6 +82,10 @@ export async function haSite(o: HaSiteOptions = {}): Promise<HaSite> {
     const address = `192.0.2.${11 + i}`;
     const floating = `192.0.2.${21 + i}`;
     const e = await t.enrol(name, { address, port: 80, bootServices: true });
+    // Services on every address of the machine, as the installer sets them: the floating addresses come and go.
+    const file = join(e.dataDir, 'appliance.json');
+    const cfg = JSON.parse(await readFile(file, 'utf8'));
+    await writeFile(file, JSON.stringify({ ...cfg, http: { ...cfg.http, host: '0.0.0.0' } }));
     await t.fx.patch(`/v1/appliances/${e.config.applianceId}`, { floatingAddress: floating });
     enrolled.push({ name, id: e.config.applianceId, address, floating, dataDir: e.dataDir });
   }
@@ -94,7 +98,8 @@ export async function haSite(o: HaSiteOptions = {}): Promise<HaSite> {
   await t.stopApi();
 
   const site = await createSite(o.log ? { log: o.log } : {});
-  await site.startDhcp({ separateHost: true });
+  // No ping before each offer: with tens of targets asking at once, dnsmasq's one-at-a-time ping checks delay offers past iPXE's DHCP timeout.
+  await site.startDhcp({ separateHost: true, extraArgs: ['--no-ping'] });
   const appliances: HaAppliance[] = [];
   for (const e of enrolled) {
     const host = await site.addHost(e.name.slice(3), e.address);
