@@ -120,10 +120,12 @@ export async function startAddressManager(o: AddressManagerOptions): Promise<Add
             throw new Error(`ip addr add ${address}/${o.prefixLength} dev ${o.iface}: ${msg.trim()}`);
           }
         }
-        // Unsolicited ARP (source = target = the address): neighbours move the address to this MAC now.
-        execFile('arping', ['-q', '-U', '-c', String(o.arpCount ?? 3), '-I', o.iface, address], (e) => {
-          if (e && !(e as { killed?: boolean }).killed) o.log('warn', 'gratuitous ARP failed: neighbours learn the new MAC only when their ARP entry expires', { address, reason: (e as Error).message });
-        });
+        // Gratuitous ARP (source = target = the address), as a request (-U) and as a reply (-A): some stacks update
+        // their neighbour entry only on one of them. Neighbours move the address to this MAC now.
+        for (const mode of ['-U', '-A'])
+          execFile('arping', ['-q', mode, '-c', String(o.arpCount ?? 3), '-I', o.iface, address], (e) => {
+            if (e && !(e as { killed?: boolean }).killed) o.log('warn', 'gratuitous ARP failed: neighbours learn the new MAC only when their ARP entry expires', { address, mode, reason: (e as Error).message });
+          });
       }),
     remove: (address) =>
       serial(async () => {
