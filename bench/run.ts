@@ -6,6 +6,7 @@
  *   npm run bench -- http [--size 256M] [--seconds 10] [--connections 16]
  *   npm run bench -- tftp [--size 16M] [--runs 5] [--concurrency 500]
  *   npm run bench -- nbd [--size 1G] [--runs 5] [--jobs 4] [--seconds 5]
+ *   npm run bench -- failover [--runs 10] [--targets 50,200,500]   (root: network namespaces)
  */
 import '../cli/node-warnings.js';
 import { parseArgs } from 'node:util';
@@ -38,6 +39,16 @@ const SUITES: Record<string, (args: string[]) => Promise<void>> = {
     };
     const { benchNbd } = await import('./nbd.js');
     await benchNbd({ sizeBytes: parseSize(values.size), runs: int('runs', values.runs, 1, 50), jobs: int('jobs', values.jobs, 1, 64), seconds: int('seconds', values.seconds, 1, 600), out: (s) => console.log(s), log: (s) => console.error(s) });
+  },
+  failover: async (args) => {
+    const { values } = parseArgs({ args, options: { runs: { type: 'string', default: '10' }, targets: { type: 'string', default: '50,200,500' } }, strict: true });
+    const runs = Number(values.runs);
+    if (!Number.isInteger(runs) || runs < 1 || runs > 100) throw new Error(`--runs ${values.runs}: must be a whole number from 1 to 100`);
+    // Up to 500: the site's appliances take at most 500 targets each by default, and the bench's 1-appliance peer runs them all on one.
+    const targets = values.targets.split(',').map((t) => Number(t.trim()));
+    if (!targets.length || targets.some((n) => !Number.isInteger(n) || n < 2 || n > 500)) throw new Error(`--targets ${values.targets}: comma-separated whole numbers from 2 to 500`);
+    const { benchFailover } = await import('./failover.js');
+    await benchFailover({ runs, targets, out: (s) => console.log(s), log: (s) => console.error(s) });
   },
 };
 
