@@ -47,6 +47,14 @@ export interface BootRouteDeps {
   };
 }
 
+/** The host of http://<host>[:port] as written (an IPv6 host keeps its brackets and zone id): no URL parsing. */
+export function hostOf(base: string): string {
+  const b = base.slice('http://'.length);
+  if (b.startsWith('[')) return b.slice(0, b.indexOf(']') + 1);
+  const colon = b.lastIndexOf(':');
+  return colon < 0 ? b : b.slice(0, colon);
+}
+
 const text = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' };
 
 export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: { socket?: { remoteAddress?: string } } } }> {
@@ -100,10 +108,7 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
         ? {
             nbdExport: (claim: { mac: string; vdiskId: string; version: number; mode: StreamMode }) => deps.nbd!.exportName({ ...claim, address: clientIp }),
             // base() is http://<host>:<port> with an IPv6 host in brackets: the host as it is, without URL parsing (zone ids).
-            nbdServer: (a: Snapshot['appliances'][number]) => {
-              const b = base(a).slice('http://'.length);
-              return `${b.slice(0, b.lastIndexOf(':'))}:${deps.nbd!.port}`;
-            },
+            nbdServer: (a: Snapshot['appliances'][number]) => `${hostOf(base(a))}:${deps.nbd!.port}`,
           }
         : {}),
     });

@@ -88,6 +88,7 @@ export async function startAddressManager(o: AddressManagerOptions): Promise<Add
   guard.stdin?.on('error', () => undefined);
 
   let chain: Promise<unknown> = Promise.resolve();
+  let closed = false;
   // One change at a time, in order.
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
     const p = chain.then(f, f);
@@ -107,6 +108,7 @@ export async function startAddressManager(o: AddressManagerOptions): Promise<Add
     },
     add: (address) =>
       serial(async () => {
+        if (closed) throw new Error(`not adding ${address}: the appliance is stopping`);
         if (held.has(address)) return;
         held.add(address);
         await write();
@@ -138,6 +140,7 @@ export async function startAddressManager(o: AddressManagerOptions): Promise<Add
         await write();
       }),
     async close() {
+      closed = true;
       for (const a of [...held]) await serial(async () => {
         await run('ip', ['addr', 'del', `${a}/${o.prefixLength}`, 'dev', o.iface]).catch(() => undefined);
         held.delete(a);

@@ -124,13 +124,20 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
     const p = peers.get(id);
     return !!p && now() - p.at <= timeoutMs();
   };
-  const settled = () => now() >= settledAt;
+  /** Listened long enough: a whole timeout, or a heartbeat from every other appliance of the site since it began listening. */
+  let listeningSince = now();
+  const settled = () => {
+    if (now() >= settledAt) return true;
+    const others = members().filter((a) => a.id !== self);
+    return others.length > 0 && others.every((a) => (peers.get(a.id)?.at ?? -Infinity) > listeningSince);
+  };
 
   // ---- receiving
   const sock: Socket = createSocket({ type: 'udp4', reuseAddr: false });
   sock.on('message', (buf, rinfo) => {
     const snap = deps.snapshot();
-    if (!snap) return;
+    // A stopping appliance adopts nothing (its peers may be stopping too).
+    if (!snap || stopped) return;
     let hb: Heartbeat;
     try {
       hb = decodeHeartbeat(buf, heartbeatKey(snap.peerSecret));
@@ -153,6 +160,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
       void tick();
       return;
     }
+    const before = peers.get(hb.from)?.hb.held.join();
     peers.set(hb.from, { hb, at: now() });
     left.delete(hb.from);
     // Their recent decisions count here too (and make the choice for that target the same here).
@@ -164,7 +172,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
     if (!was) {
       log('info', 'peer up', { peer: name(hb.from), held: hb.held });
       void tick();
-    }
+    } else if (before !== hb.held.join()) void tick(); // a peer let go of (or took) an address: act now, not at the next round
   });
   const port = await new Promise<number>((resolve, reject) => {
     sock.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? new Error(`ha.port ${deps.config.port} on ${deps.config.host} is in use`) : e));
@@ -256,6 +264,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
         const up = await mgr.linkUp();
         if (up && !linkUp) {
           settledAt = now() + timeoutMs();
+          listeningSince = now();
           log('warn', 'link is back: listening to the site before claiming addresses', { interface: mgr.iface });
         } else if (!up && linkUp) log('error', 'link is down: letting go of every floating address', { interface: mgr.iface });
         linkUp = up;
@@ -389,11 +398,14 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
 
   // ---- timers
   let stopped = false;
-  let sendSoon: NodeJS.Timeout | null = null;
+  let sendSoon: NodeJS.Immediate | null = null;
   const loop = async () => {
     while (!stopped) {
       await tick().catch((e: Error) => log('error', 'ha round failed', { reason: e.message }));
-      await sleepUnlessStopped(Math.max(100, Math.floor(timeoutMs() / 4)));
+      // The next round: the heartbeat interval, or just after the first live peer's timeout runs out (adopt on time).
+      const t = now();
+      const expiries = [...peers].filter(([id]) => live(id)).map(([, p]) => p.at + timeoutMs() - t + 5);
+      await sleepUnlessStopped(Math.max(20, Math.min(Math.floor(timeoutMs() / 4), ...expiries)));
     }
   };
   const rebalanceLoop = async () => {
@@ -423,10 +435,10 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
     assign(mac, clientIp, vdiskId, applianceId) {
       assignments.set(mac, { clientIp: clientIp ?? '', vdiskId, to: applianceId, at: now() });
       // Peers hear of it at once (one heartbeat for a burst): in a boot storm they weigh it in their next decision.
-      if (!sendSoon) sendSoon = setTimeout(() => {
+      if (!sendSoon) sendSoon = setImmediate(() => {
         sendSoon = null;
         if (!stopped) void send(heartbeat());
-      }, 10);
+      });
     },
     assignedTo(mac) {
       const a = assignments.get(mac);

@@ -111,7 +111,7 @@ async function startLocalAppliance(repo: FarmRepo, api: string, dir: string, por
     // The port is the dev command's choice on every start (0 = any free port), not the one enrolled with.
     // No ProxyDHCP or TFTP on the developer's machine: targets reach the local appliance over HTTP (npm run demo:boot).
     const loaded = await loadConfig(dir);
-    const config = { ...loaded, http: { host: '127.0.0.1', port }, boot: { proxyDhcp: { ...loaded.boot.proxyDhcp, enabled: false }, tftp: { ...loaded.boot.tftp, enabled: false } }, nbd: { enabled: true, host: '127.0.0.1', port: 10809 } };
+    const config = { ...loaded, http: { host: '127.0.0.1', port }, boot: { proxyDhcp: { ...loaded.boot.proxyDhcp, enabled: false }, tftp: { ...loaded.boot.tftp, enabled: false } }, nbd: { enabled: true, host: '127.0.0.1', port: 10809 }, ha: { ...loaded.ha, host: '127.0.0.1' } };
     const lines = new Writable({
       write(chunk: Buffer, _enc, done) {
         for (const l of chunk.toString('utf8').split('\n')) if (l) log(`[appliance] ${l}`);

@@ -202,8 +202,8 @@ describe('bootfarm dev and the CLI', () => {
     const bad = await cli('appliance', 'run', '--data-dir', appDir);
     expect(bad.code).toBe(2);
     expect(bad.stderr.trim()).toBe(`bootfarm: ${configPath}: intervals.heartbeatMs: must be between 1000 and 300000 ms`);
-    // This appliance runs on the test machine itself: no DHCP or TFTP ports, NBD on any free port (the dev appliance has 10809).
-    await writeFile(configPath, JSON.stringify({ ...JSON.parse(good), boot: { proxyDhcp: { enabled: false }, tftp: { enabled: false } }, nbd: { host: '127.0.0.1', port: 0 } }));
+    // This appliance runs on the test machine itself: no DHCP or TFTP ports, NBD and HA heartbeats on any free port (the dev appliance has 10809 and 7947).
+    await writeFile(configPath, JSON.stringify({ ...JSON.parse(good), boot: { proxyDhcp: { enabled: false }, tftp: { enabled: false } }, nbd: { host: '127.0.0.1', port: 0 }, ha: { host: '127.0.0.1', port: 0 } }));
 
     // With a good config it runs, pulls its site's snapshot and reports its heartbeat.
     const proc = spawn(process.execPath, [BIN, 'appliance', 'run', '--data-dir', appDir], { env, stdio: ['ignore', 'pipe', 'pipe'] });

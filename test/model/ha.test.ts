@@ -97,9 +97,13 @@ describe('address protocol (simulated)', () => {
         if (!x.alive) continue;
         const live = new Set([x.id, ...[...x.heard].filter(([, h]) => t - h.at <= TIMEOUT).map(([id]) => id)]);
         const claims = new Map([...x.heard].filter(([id]) => live.has(id)).map(([id, h]) => [id, h.held]));
-        const plan = planAddresses({ self: x.id, members: ms, live, claims, held: x.held, linkUp: x.link, settled: t - x.since >= TIMEOUT });
+        // Settled after a whole timeout, or once every other appliance was heard since it began listening (as appliance/ha does).
+        const heardAll = nodes.every((y) => y === x || (x.heard.get(y.id)?.at ?? -1) > x.since);
+        const plan = planAddresses({ self: x.id, members: ms, live, claims, held: x.held, linkUp: x.link, settled: t - x.since >= TIMEOUT || heardAll });
         for (const a of plan.remove) x.held.delete(a);
         for (const a of plan.add) x.held.add(a);
+        // Appliances act one after another, not at one instant: check after each.
+        check();
       }
       // Heartbeats: from every appliance that is up with its link, to every other such one.
       const linked = nodes.filter((x) => x.alive && x.link);
@@ -108,6 +112,10 @@ describe('address protocol (simulated)', () => {
         for (const m of inFlight) m.to.heard.set(m.from, { at: m.sent, held: m.held });
         inFlight = [];
       }
+      check();
+    };
+    const check = () => {
+      const linked = nodes.filter((x) => x.alive && x.link);
       for (const m of ms) {
         const holders = linked.filter((x) => x.held.has(m.floatingAddress!));
         if (holders.length > 1) violations.push(`t=${t}: ${m.floatingAddress} held by ${holders.map((h) => h.id).join(', ')}`);

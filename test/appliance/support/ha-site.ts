@@ -8,7 +8,7 @@
  * real `bootfarm appliance run` processes in their hosts with the control
  * plane stopped, so they boot targets from their signed cached snapshots.
  */
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTestDisk, longReadRanges, type TestDisk } from '../../support/boot-disk.js';
@@ -146,6 +146,7 @@ export async function haSite(o: HaSiteOptions = {}): Promise<HaSite> {
     async destroy() {
       await site.destroy();
       await t.api.close().catch(() => undefined);
+      await Promise.all([rm(dir, { recursive: true, force: true }), rm(t.dir, { recursive: true, force: true })]);
     },
   };
 }
