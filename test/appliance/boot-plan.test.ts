@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { planBoot, type ApplianceState, type PlanInput } from '../../appliance/boot/plan.js';
+import { hostOf } from '../../appliance/boot/routes.js';
 import { bootScript, genericScript } from '../../appliance/boot/script.js';
 import { SiteInputSchema, type Snapshot } from '../../model/index.js';
 
@@ -171,5 +172,15 @@ describe('bootScript', () => {
     expect(genericScript(['http://192.0.2.11:80'])).toBe(
       '#!ipxe\nchain --replace --autofree boot/${mac:hexhyp}.ipxe?arch=${buildarch}&platform=${platform} || chain --replace --autofree http://192.0.2.11:80/boot/${mac:hexhyp}.ipxe?arch=${buildarch}&platform=${platform} || goto bf_none\n:bf_none\necho bootfarm: no appliance of this site answered: restarting in 30 s\nsleep 30\nreboot\n',
     );
+  });
+});
+
+describe('hostOf (NBD server names in boot scripts)', () => {
+  it('takes the host of a base URL with or without a port (a Host header without :80 lost the last digit)', () => {
+    expect(hostOf('http://192.0.2.21')).toBe('192.0.2.21');
+    expect(hostOf('http://192.0.2.21:80')).toBe('192.0.2.21');
+    expect(hostOf('http://[fe80::1%eth0]:8080')).toBe('[fe80::1%eth0]');
+    expect(hostOf('http://[2001:db8::1]')).toBe('[2001:db8::1]');
+    expect(hostOf('http://appliance.example:81')).toBe('appliance.example');
   });
 });
