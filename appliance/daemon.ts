@@ -317,7 +317,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     if (!snap?.site.proxyDhcp.enabled || !self) return null;
     const serverIp = serviceAddress(self);
     // A floating address this appliance does not hold (yet, or a peer still does): the site's other appliances answer.
-    if (self.floatingAddress && config.ha.enabled && (!ha || (ha.status().interface !== null && !ha.held().has(self.floatingAddress)))) return null;
+    if (self.floatingAddress && config.ha.enabled && !ha?.held().has(self.floatingAddress)) return null;
     const base = `http://${serverIp}:${port}`;
     const files = snap.site.bootstrap.files;
     return { serverIp, scriptUrl: `${base}/boot.ipxe`, httpBootUrl: `${base}/bootstrap/ipxe.efi`, files: { bios: files.bios, uefiX64: files.uefiX64, arm64: files.arm64 } };
@@ -330,7 +330,11 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
   const startTftp = (host: string) => startTftpServer({ host, port: config.boot.tftp.port, root: () => config.bootstrapDir, symlinkTargets: BOOTSTRAP_SYMLINK_TARGETS, log });
   const tftp = config.boot.tftp.enabled && tftpHost ? await startTftp(tftpHost) : null;
   const floatingTftp = new Map<string, Promise<TftpServer | null>>();
+  let lastHeld = new Set<string>();
   const syncFloatingTftp = (held: ReadonlySet<string>) => {
+    // NBD clients connected on an address this appliance let go of (handed back, link down) reconnect to its holder now.
+    for (const a of lastHeld) if (!held.has(a)) nbd?.disconnect((_name, client) => client.localAddress === a, `floating address ${a} handed over`);
+    lastHeld = new Set(held);
     if (!config.boot.tftp.enabled || tftpHost) return;
     for (const [a, srv] of floatingTftp)
       if (!held.has(a)) {
@@ -342,7 +346,8 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
         floatingTftp.set(
           a,
           startTftp(a).catch((e: Error) => {
-            log('error', 'tftp cannot listen on a floating address', { address: a, reason: e.message });
+            log('error', 'tftp cannot listen on a floating address: trying again next round', { address: a, reason: e.message });
+            floatingTftp.delete(a);
             return null;
           }),
         );

@@ -13,9 +13,14 @@
  *   several dead appliances spread over the survivors).
  * - Nobody adds an address a live peer says it holds: the holder lets go
  *   first (when its owner comes back, the adopter releases it, and the owner
- *   takes it back after the adopter's next heartbeat says so).
+ *   takes it back after the adopter's next heartbeat says so). And whoever
+ *   holds an address a live peer also claims lets go of it (two holders,
+ *   whatever the cause, end at once; the rightful one takes it back).
  * - An appliance whose link is down holds nothing; one that starts or whose
- *   link comes back listens for a whole timeout before it claims anything.
+ *   link comes back claims nothing until it is settled: every live peer's
+ *   heartbeat shows it heard this appliance's current incarnation (so what
+ *   they claim was decided knowing it is up), and it has heard every
+ *   appliance of the site or listened for a whole timeout.
  * - In a site of three or more appliances, adopting needs a majority of them
  *   in sight (an appliance cut off alone never takes its peers' addresses).
  *   A site of two cannot tell a dead peer from a cut cable between two live
@@ -111,7 +116,8 @@ export function planAddresses(v: AddressView): AddressPlan {
   const owners = addressOwners(v.members, v.live, claims);
   const names = new Map(v.members.map((m) => [m.id, m.name]));
   const quorum = hasQuorum(v.members.length, [...v.live].filter((id) => names.has(id)).length);
-  for (const held of [...v.held].sort()) if (owners.get(held) !== v.self) plan.remove.push(held);
+  const claimedByPeer = (address: string) => [...v.claims].some(([id, held]) => id !== v.self && v.live.has(id) && held.includes(address));
+  for (const held of [...v.held].sort()) if (owners.get(held) !== v.self || claimedByPeer(held)) plan.remove.push(held);
   for (const m of v.members) {
     const address = m.floatingAddress;
     if (!address || owners.get(address) !== v.self || v.held.has(address)) continue;

@@ -89,6 +89,12 @@ export async function startAddressManager(o: AddressManagerOptions): Promise<Add
 
   let chain: Promise<unknown> = Promise.resolve();
   let closed = false;
+  /** arping processes still announcing an address: stopped when it goes (neighbours must not be pointed back here). */
+  const announcing = new Map<string, Set<ChildProcess>>();
+  const stopAnnouncing = (address: string) => {
+    for (const c of announcing.get(address) ?? []) c.kill('SIGKILL');
+    announcing.delete(address);
+  };
   // One change at a time, in order.
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
     const p = chain.then(f, f);
@@ -111,7 +117,13 @@ export async function startAddressManager(o: AddressManagerOptions): Promise<Add
         if (closed) throw new Error(`not adding ${address}: the appliance is stopping`);
         if (held.has(address)) return;
         held.add(address);
-        await write();
+        try {
+          await write();
+        } catch (e) {
+          // Not recorded for the guard: not added either.
+          held.delete(address);
+          throw new Error(`cannot record ${address} in ${o.statePath} before adding it: ${(e as Error).message}`);
+        }
         try {
           await run('ip', ['addr', 'add', `${address}/${o.prefixLength}`, 'dev', o.iface]);
         } catch (e) {
@@ -124,14 +136,18 @@ export async function startAddressManager(o: AddressManagerOptions): Promise<Add
         }
         // Gratuitous ARP (source = target = the address), as a request (-U) and as a reply (-A): some stacks update
         // their neighbour entry only on one of them. Neighbours move the address to this MAC now.
-        for (const mode of ['-U', '-A'])
-          execFile('arping', ['-q', mode, '-c', String(o.arpCount ?? 3), '-I', o.iface, address], (e) => {
-            if (e && !(e as { killed?: boolean }).killed) o.log('warn', 'gratuitous ARP failed: neighbours learn the new MAC only when their ARP entry expires', { address, mode, reason: (e as Error).message });
+        for (const mode of ['-U', '-A']) {
+          const child = execFile('arping', ['-q', mode, '-c', String(o.arpCount ?? 3), '-I', o.iface, address], (e) => {
+            announcing.get(address)?.delete(child);
+            if (e && !(e as { killed?: boolean }).killed && !child.killed) o.log('warn', 'gratuitous ARP failed: neighbours learn the new MAC only when their ARP entry expires', { address, mode, reason: (e as Error).message });
           });
+          announcing.set(address, (announcing.get(address) ?? new Set()).add(child));
+        }
       }),
     remove: (address) =>
       serial(async () => {
         if (!held.has(address)) return;
+        stopAnnouncing(address);
         await run('ip', ['addr', 'del', `${address}/${o.prefixLength}`, 'dev', o.iface]).catch((e: { stderr?: string; message: string }) => {
           const msg = e.stderr ?? e.message;
           if (!/Cannot assign|not found|No such/i.test(msg)) throw new Error(`ip addr del ${address}/${o.prefixLength} dev ${o.iface}: ${msg.trim()}`);
@@ -142,8 +158,14 @@ export async function startAddressManager(o: AddressManagerOptions): Promise<Add
     async close() {
       closed = true;
       for (const a of [...held]) await serial(async () => {
-        await run('ip', ['addr', 'del', `${a}/${o.prefixLength}`, 'dev', o.iface]).catch(() => undefined);
-        held.delete(a);
+        stopAnnouncing(a);
+        // One that cannot be deleted stays listed: the guard tries again when the daemon is gone.
+        const gone = await run('ip', ['addr', 'del', `${a}/${o.prefixLength}`, 'dev', o.iface]).then(
+          () => true,
+          (e: { stderr?: string; message: string }) => /Cannot assign|not found|No such/i.test(e.stderr ?? e.message),
+        );
+        if (gone) held.delete(a);
+        else o.log('error', 'cannot remove a floating address at stop: the guard will', { address: a });
       });
       await write().catch(() => undefined);
       guard.stdin?.end();

@@ -33,6 +33,8 @@ export const HeartbeatSchema = z
     /** A graceful stop: peers treat the sender as gone at once. */
     leaving: z.boolean().default(false),
     link: z.boolean(),
+    /** The peers it hears now, with the incarnation it heard: a peer that just started knows its claims were made knowing it is up. */
+    hears: z.array(z.tuple([IdSchema, z.string().regex(/^[0-9a-f]{20}$/)])).max(64).default([]),
     held: z.array(Ipv4).max(64),
     /** Versions held: [vdiskId, number, state]. */
     inventory: z.array(z.tuple([IdSchema, z.number().int().min(0), z.enum(['verified', 'syncing', 'corrupt'])])).max(2000),
@@ -53,7 +55,7 @@ export function encodeHeartbeat(h: Heartbeat, key: Buffer): Buffer {
   let body = Buffer.from(JSON.stringify(h));
   if (body.length > MAX_HEARTBEAT_BYTES) {
     const counts = Object.fromEntries(Object.entries(h.sessions).map(([k, v]) => [k, v.length]));
-    body = Buffer.from(JSON.stringify({ ...h, sessions: {}, counts, assigned: h.assigned.slice(0, 200) }));
+    body = Buffer.from(JSON.stringify({ ...h, sessions: {}, counts, assigned: h.assigned.slice(-200) }));
   }
   const mac = createHmac('sha256', key).update(body).digest();
   return Buffer.concat([HEARTBEAT_MAGIC, mac, body]);

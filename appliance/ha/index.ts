@@ -101,11 +101,19 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
   const now = deps.now ?? (() => performance.now());
   const { log, applianceId: self } = deps;
   const startedAt = now();
-  const inc = newIncarnation(Date.now(), randomBytes(4));
+  /** This appliance's incarnation: new at start and whenever its link comes back (peers then ack the new one). */
+  let inc = newIncarnation(Date.now(), randomBytes(4));
   let seq = 0;
   const peers = new Map<string, PeerRecord>();
   const lastSeen = new Map<string, { inc: string; seq: number }>();
-  const assignments = new Map<string, { clientIp: string; vdiskId: string; to: string; at: number }>();
+  /** Recent boot decisions: this appliance's own (sent on in heartbeats) and its peers' (counted, not sent on). */
+  const assignments = new Map<string, { clientIp: string; vdiskId: string; to: string; at: number; mine: boolean }>();
+  const MAX_ASSIGNMENTS = 10_000;
+  const remember = (mac: string, a: { clientIp: string; vdiskId: string; to: string; at: number; mine: boolean }) => {
+    assignments.delete(mac);
+    assignments.set(mac, a);
+    if (assignments.size > MAX_ASSIGNMENTS) assignments.delete(assignments.keys().next().value as string);
+  };
   const moved = new Map<string, { until: number; reason: string }>();
   let linkUp = true;
   let settledAt = startedAt;
@@ -114,6 +122,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
   let managerProblem: string | null = null;
   let moves = 0;
   const refusedLogged = new Set<string>();
+  let refusedSince = now();
   /** Peers that said they were stopping: down at once, not unknown. */
   const left = new Set<string>();
 
@@ -127,9 +136,11 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
   /** Listened long enough: a whole timeout, or a heartbeat from every other appliance of the site since it began listening. */
   let listeningSince = now();
   const settled = () => {
-    if (now() >= settledAt) return true;
     const others = members().filter((a) => a.id !== self);
-    return others.length > 0 && others.every((a) => (peers.get(a.id)?.at ?? -Infinity) > listeningSince);
+    // Every live peer has heard this incarnation: what it claims was decided knowing this appliance is up.
+    const acked = others.filter((a) => live(a.id)).every((a) => peers.get(a.id)!.hb.hears.some(([id, i]) => id === self && i === inc));
+    const heardAll = others.every((a) => (peers.get(a.id)?.at ?? -Infinity) > listeningSince);
+    return acked && (heardAll || now() >= settledAt);
   };
 
   // ---- receiving
@@ -163,11 +174,13 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
     const before = peers.get(hb.from)?.hb.held.join();
     peers.set(hb.from, { hb, at: now() });
     left.delete(hb.from);
-    // Their recent decisions count here too (and make the choice for that target the same here).
+    // Their recent decisions count here too (and make the choice for that target the same here): only for appliances of
+    // the site and MAC-shaped keys, and never older than they said (so they expire on time here too).
     for (const [mac, clientIp, vdiskId, to, age] of hb.assigned) {
+      if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(mac) || !snap.appliances.some((a) => a.id === to) || age >= ASSIGNMENT_TTL_MS) continue;
       const at = now() - age;
       const cur = assignments.get(mac);
-      if (!cur || cur.at < at) assignments.set(mac, { clientIp, vdiskId, to, at });
+      if (!cur || (!cur.mine && cur.at < at)) remember(mac, { clientIp, vdiskId, to, at, mine: false });
     }
     if (!was) {
       log('info', 'peer up', { peer: name(hb.from), held: hb.held });
@@ -196,7 +209,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
 
   function heartbeat(leaving = false): Heartbeat {
     const t = now();
-    const fresh = [...assignments].filter(([, a]) => t - a.at < ASSIGNMENT_TTL_MS);
+    const fresh = [...assignments].filter(([, a]) => a.mine && t - a.at < ASSIGNMENT_TTL_MS);
     return {
       v: 1,
       site: deps.siteId,
@@ -205,6 +218,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
       seq: ++seq,
       leaving,
       link: linkUp,
+      hears: [...peers].filter(([id]) => live(id)).map(([id, p]) => [id, p.hb.inc] as [string, string]),
       held: [...(manager?.held() ?? [])].sort(),
       inventory: deps.inventory().map((e) => [e.vdiskId, e.number, e.state] as [string, number, 'verified' | 'syncing' | 'corrupt']),
       sessions: Object.fromEntries([...localSessions()].map(([vd, keys]) => [vd, [...keys]])),
@@ -213,9 +227,11 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
     };
   }
 
+  /** An appliance with a floating address it cannot manage stays silent: its peers adopt the address and serve its targets. */
+  const mute = () => !!managerProblem && !!members().find((a) => a.id === self)?.floatingAddress;
   async function send(hb: Heartbeat) {
     const snap = deps.snapshot();
-    if (!snap) return;
+    if (!snap || (mute() && !hb.leaving)) return;
     const buf = encodeHeartbeat(hb, heartbeatKey(snap.peerSecret));
     await Promise.all(
       snap.appliances
@@ -230,8 +246,12 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
   }
 
   // ---- addresses
+  let managerRetryAt = 0;
   async function ensureManager(): Promise<AddressManager | null> {
-    if (manager || managerProblem) return manager;
+    if (manager) return manager;
+    // A failure is tried again every 30 s (an interface renamed, a disk that was full).
+    if (managerProblem && now() < managerRetryAt) return null;
+    managerProblem = null;
     const snap = deps.snapshot();
     if (!snap || !snap.appliances.some((a) => a.floatingAddress)) return null;
     const me = snap.appliances.find((a) => a.id === self);
@@ -239,6 +259,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
     if (!iface && me) iface = await interfaceOf(me.managementAddress);
     if (!iface) {
       managerProblem = `no interface holds this appliance's management address ${me?.managementAddress ?? '?'}: set ha.interface in appliance.json; floating addresses are not managed here`;
+      managerRetryAt = now() + 30_000;
       log('error', managerProblem);
       return null;
     }
@@ -248,14 +269,20 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
       log('info', 'floating addresses managed', { interface: iface, linkUp });
     } catch (e) {
       managerProblem = (e as Error).message;
+      managerRetryAt = now() + 30_000;
       log('error', 'cannot manage floating addresses', { reason: managerProblem });
     }
     return manager;
   }
 
   let ticking: Promise<void> | null = null;
+  let again = false;
   async function tick(): Promise<void> {
-    if (ticking) return ticking;
+    // Asked while a round runs (news from a peer): one more round after it, with what is known then.
+    if (ticking) {
+      again = true;
+      return ticking;
+    }
     ticking = (async () => {
       const snap = deps.snapshot();
       if (!snap) return;
@@ -265,6 +292,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
         if (up && !linkUp) {
           settledAt = now() + timeoutMs();
           listeningSince = now();
+          inc = newIncarnation(Date.now(), randomBytes(4));
           log('warn', 'link is back: listening to the site before claiming addresses', { interface: mgr.iface });
         } else if (!up && linkUp) log('error', 'link is down: letting go of every floating address', { interface: mgr.iface });
         linkUp = up;
@@ -283,7 +311,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
             (e: Error) => log('error', 'cannot add a floating address', { address: a, reason: e.message }),
           );
         }
-        if (plan.add.length || plan.remove.length) deps.onHeld?.(mgr.held());
+        deps.onHeld?.(mgr.held());
         const w = JSON.stringify(plan.waiting);
         if (w !== JSON.stringify(waiting) && plan.waiting.length) log('info', 'waiting to take floating addresses', { waiting: plan.waiting });
         waiting = plan.waiting;
@@ -291,8 +319,16 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
       await send(heartbeat());
       for (const [mac, a] of assignments) if (now() - a.at > ASSIGNMENT_TTL_MS) assignments.delete(mac);
       for (const [mac, m] of moved) if (now() > m.until) moved.delete(mac);
+      if (now() - refusedSince > 3_600_000) {
+        refusedLogged.clear();
+        refusedSince = now();
+      }
     })().finally(() => {
       ticking = null;
+      if (again && !stopped) {
+        again = false;
+        void tick();
+      }
     });
     return ticking;
   }
@@ -385,13 +421,13 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
       const reason = `moved to ${name(m.to)} by rebalance`;
       moved.set(m.key, { until: now() + MOVED_TTL_MS, reason });
       const session = deps.sessions().find((s) => s.client === m.key && s.vdiskId === m.vdiskId);
-      assignments.set(m.key, { clientIp: '', vdiskId: m.vdiskId, to: m.to, at: now() });
+      remember(m.key, { clientIp: '', vdiskId: m.vdiskId, to: m.to, at: now(), mine: true });
       const closed = deps.disconnect(m.key, reason);
       log('info', 'rebalance: target moved', { target: m.key, vdiskId: m.vdiskId, to: name(m.to), connections: closed, version: session?.number ?? null });
       done++;
       moves++;
       // One at a time: a rebalance never turns into a reconnect storm.
-      await new Promise((r2) => setTimeout(r2, settings.spacingSeconds * 1000));
+      await sleepUnlessStopped(settings.spacingSeconds * 1000);
     }
     return done;
   }
@@ -406,6 +442,13 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
       const t = now();
       const expiries = [...peers].filter(([id]) => live(id)).map(([, p]) => p.at + timeoutMs() - t + 5);
       await sleepUnlessStopped(Math.max(20, Math.min(Math.floor(timeoutMs() / 4), ...expiries)));
+    }
+  };
+  // Heartbeats on their own timer: a round held up by a slow disk or `ip` does not silence this appliance.
+  const senderLoop = async () => {
+    while (!stopped) {
+      await sleepUnlessStopped(Math.max(100, Math.floor(timeoutMs() / 4)));
+      if (!stopped && !ticking) await send(heartbeat()).catch(() => undefined);
     }
   };
   const rebalanceLoop = async () => {
@@ -427,13 +470,13 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
       sleepers.add(done);
     });
   settledAt = startedAt + timeoutMs();
-  const loops = [loop(), rebalanceLoop()];
+  const loops = [loop(), senderLoop(), rebalanceLoop()];
 
   return {
     port,
     state,
     assign(mac, clientIp, vdiskId, applianceId) {
-      assignments.set(mac, { clientIp: clientIp ?? '', vdiskId, to: applianceId, at: now() });
+      remember(mac, { clientIp: clientIp ?? '', vdiskId, to: applianceId, at: now(), mine: true });
       // Peers hear of it at once (one heartbeat for a burst): in a boot storm they weigh it in their next decision.
       if (!sendSoon) sendSoon = setImmediate(() => {
         sendSoon = null;

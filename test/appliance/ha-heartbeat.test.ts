@@ -15,6 +15,7 @@ const hb = (o: Partial<Heartbeat> = {}): Heartbeat => ({
   seq: 1,
   leaving: false,
   link: true,
+  hears: [],
   held: ['192.0.2.21'],
   inventory: [[VD, 3, 'verified']],
   sessions: { [VD]: ['52:54:00:00:00:01'] },
