@@ -85,8 +85,12 @@ export function bootScript(plan: BootPlan, bootstrap: Bootstrap): string {
       // Multipath: iPXE uses whichever URI answers and retries all of them if the disk goes away.
       const sanboot = `sanboot --no-describe --drive 0x80 ${plan.paths.map((p) => ipxeUrl(p.url)).join(' ')}`;
       const pause = Math.max(1, Math.round(bootstrap.pollingTimeoutMs / 1000));
-      lines.push(`${sanboot} || goto bf_retry_1`);
       const recovery = bootstrap.networkRecovery;
+      // A read the OS's int 13h is waiting for: iPXE retries it 10 times by default, and a single path's failures can come
+      // fast (connection refused while an appliance dies, before its floating address moves). "Restore the connection"
+      // keeps retrying (127 is the setting's maximum; reopening waits 5 s between tries).
+      if (recovery.action === 'restore-connection') lines.push('set san-retries 127');
+      lines.push(`${sanboot} || goto bf_retry_1`);
       if (recovery.action === 'restore-connection') {
         // PVS "restore network connection": keep trying, every polling timeout.
         lines.push(':bf_retry_1');

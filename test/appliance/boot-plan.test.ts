@@ -159,6 +159,10 @@ describe('bootScript', () => {
     const text = bootScript({ kind: 'vdisk', target: { name: 'pc-01', mac: MAC }, vdisk: { name: 'win11' }, version: 3, paths: [{ name: 'alpha', url: 'http://192.0.2.10/vdisks/x/3' }], reason: 'r' }, bootstrap);
     expect(text.match(/^:bf_retry_\d+$/gm)).toHaveLength(11);
     expect(text).toMatch(/:bf_retry_11\necho bootfarm: the disk did not answer for 50 s: booting from the local disk\niseq \$\{platform\} efi && exit \|\|\nsanboot --no-describe --drive 0x80 \|\| exit\n$/);
+    // iPXE's own retries stay at their default here; "restore the connection" raises them to the most the setting takes.
+    expect(text).not.toContain('san-retries');
+    const restore = bootScript({ kind: 'vdisk', target: { name: 'pc-01', mac: MAC }, vdisk: { name: 'win11' }, version: 3, paths: [{ name: 'alpha', url: 'http://192.0.2.10/vdisks/x/3' }], reason: 'r' }, s.site.bootstrap);
+    expect(restore).toMatch(/\nset san-retries 127\nsanboot --no-describe --drive 0x80 http:\/\/192\.0\.2\.10\/vdisks\/x\/3 \|\| goto bf_retry_1\n/);
   });
 
   it('cannot be made to run farm data as commands', () => {

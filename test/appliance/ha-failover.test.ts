@@ -116,6 +116,8 @@ describe.skipIf(!can.ok)(`site HA with real targets${can.ok ? '' : ` (skipped: $
 
     // Every target finishes, with the right bytes.
     const reports = await Promise.all(batch.map(finish));
+    if (reports.some((r) => !r.ok))
+      console.log(`a target failed after the kill (${JSON.stringify(reports)}); survivor's log:\n${survivor.proc!.lines.slice(-40).join('\n')}\nserial:\n${(await batch[reports.findIndex((r) => !r.ok)]!.serial()).slice(-1500)}`);
     for (const r of reports) expect(r).toMatchObject({ ok: true, sum: s.disk.expectedSum, sectorsRead: s.disk.sectorsRead });
     const done = JSON.parse((await reader.waitForLine(/"event":"done"/, 180_000)).input.replace(/^[^{]*/, ''));
     const resumed = reader.lines.map((l) => l.replace(/^[^{]*/, '')).filter((l) => l.includes('"resumed"')).map((l) => JSON.parse(l));
