@@ -191,7 +191,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
   const peerUrl = (a: Snapshot['appliances'][number]) => `http://${a.managementAddress.includes(':') ? `[${a.managementAddress}]` : a.managementAddress}:${config.http.port}`;
   const s3 = presignedSource({ getUrls: async (hashes, owner) => (await client.chunkUrls(owner.vdiskId, owner.number, hashes)).urls });
   // A peer that failed is skipped for a while: a dead appliance must not cost every chunk a timeout.
-  // (Issue 7 replaces this with LAN heartbeats between peers.)
+  // (With site HA, a peer not heard within the site's timeout is skipped too.)
   const peerDownUntil = new Map<string, number>();
   const guarded = (id: string, src: ChunkSource): ChunkSource => ({
     name: src.name,
@@ -266,7 +266,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
   const exportsProvider = bootfarmExports({ snapshot: () => current?.snapshot ?? null, autoAdded: () => autoAdded.targets(), cache, sessions, writeCaches, log, self: config.applianceId, movedAway: (mac) => ha?.movedAway(mac) ?? null });
   if (config.nbd.enabled) nbd = await startNbdServer({ host: config.nbd.host, port: config.nbd.port, exports: exportsProvider, log });
 
-  // Peers' load and inventory travel on the LAN with issue 7; until then they are failover paths only.
+  // With HA off in the config, peers' load and inventory are unknown: they are failover paths only.
   const unknownPeer: ApplianceState = { up: null, holds: null, sessionsFor: () => 0, sessionsTotal: () => 0 };
   http.route(
     '/',

@@ -15,7 +15,7 @@ export interface Candidate {
   powerRating: number;
   /** PVS "maximum devices booting". */
   maxTargets: number;
-  /** Alive as far as the deciding appliance knows (itself: always; peers: issue 7). */
+  /** Alive as far as the deciding appliance knows (peers: heard within the site's timeout). */
   up: boolean;
   /** Holds this vDisk version, verified. */
   holdsVersion: boolean;

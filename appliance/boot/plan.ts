@@ -19,7 +19,7 @@ import {
 import type { BootPlan } from './script.js';
 
 export interface ApplianceState {
-  /** Whether the appliance is alive; unknown (null) for peers until issue 7 brings LAN heartbeats. */
+  /** Whether the appliance is alive; unknown (null) for a peer not heard yet (or with HA off). */
   up: boolean | null;
   /** Its inventory; null when unknown. */
   holds: ((vdiskId: string, number: number) => InventoryEntry['state'] | null) | null;
@@ -138,7 +138,7 @@ export function planBoot(i: PlanInput): PlanResult {
     sticky && sticky !== chosen.primary
       ? { primary: sticky, failover: [chosen.primary!, ...chosen.failover.filter((c) => c !== sticky)], reason: `${sticky.name} was chosen for this target moments ago` }
       : chosen;
-  // Peers whose state this appliance does not know yet (issue 7 brings it) may well stream what it cannot.
+  // Peers whose state this appliance does not know (not heard yet, or HA off) may well stream what it cannot.
   const fixedId = vdisk.loadBalancing.mode === 'fixed' ? vdisk.loadBalancing.applianceId : null;
   const fallback = fixedId ? unknown.filter((a) => a.id === fixedId) : unknown;
   if (!d.primary && fallback.length) {

@@ -374,7 +374,7 @@ export async function startHa(deps: HaDeps): Promise<Ha> {
       up,
       holds: (vdiskId, number) => p.hb.inventory.find(([v, n]) => v === vdiskId && n === number)?.[2] ?? null,
       sessionsFor: (vdiskId) => new Set([...(p.hb.sessions[vdiskId] ?? []), ...pendingFor(id, vdiskId)]).size + (p.hb.counts?.[vdiskId] ?? 0),
-      sessionsTotal: () => p.hb.total + pendingFor(id, null).filter((k) => !Object.values(p.hb.sessions).some((l) => l.includes(k))).length,
+      sessionsTotal: () => p.hb.total + pendingFor(id, null).length,
     };
   }
 
