@@ -102,11 +102,13 @@ describe.skipIf(!can.ok)(`site HA with real targets${can.ok ? '' : ` (skipped: $
 
     const batch = await Promise.all(macs.map((mac) => boot(mac)));
     const choice = (mac: string) => s.appliances.flatMap((a) => a.logs()).find((e) => e.msg === 'boot script' && e.mac === mac && e.outcome === 'vdisk')?.appliance;
-    // Killed the moment one of its targets reads its disk and has not finished (sanboot mid-read).
+    // Killed the moment one of its targets reads its disk and has not finished (sanboot mid-read), once every target has
+    // its boot script (a machine still fetching its script from the dying appliance fails that PXE boot, as with PVS).
     const midBoot: string[] = [];
     await until(
       'a target of the victim mid-read',
       async () => {
+        if (!macs.every((mac) => choice(mac))) return false;
         for (const [i, mac] of macs.entries())
           if (choice(mac) === victim.id && served(victim, mac) && !DISK_RESULT.test(await batch[i]!.serial()) && !midBoot.includes(mac)) midBoot.push(mac);
         return midBoot.length > 0;
