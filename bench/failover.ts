@@ -23,7 +23,7 @@
  * one process inside the site (bench/failover-client.ts).
  */
 import { existsSync } from 'node:fs';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { LocalAws } from '../functions/local/local-aws.js';
 import type { HaAppliance, HaSite } from '../test/appliance/support/ha-site.js';
@@ -158,7 +158,8 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<void> {
       const start = a.start.bind(a);
       a.start = () => start().finally(() => a.proc && procs.push({ name: a.name, proc: a.proc }));
     }
-    await listenEverywhere(site, o.log);
+    // Start from a settled site: every address on its owner.
+    await restart(site, site.appliances, o.log);
     o.log(`site ${site.site.name} ready in ${((Date.now() - started) / 1000).toFixed(0)} s: ${A.name} ${A.address} (floats ${A.floating}), ${B.name} ${B.address} (floats ${B.floating})`);
 
     const failover = await measureFailover(site, A, B, o);
@@ -199,38 +200,10 @@ function reportProblems(procs: { name: string; proc: ManagedProcess }[], log: (l
   for (const [key, e] of seen) log(`  ${e.count} x ${key}\n    e.g. ${e.example}`);
 }
 
-/**
- * haSite enrols each appliance with its fixed address as the HTTP listen
- * address (`http.host`), so its HTTP service is not reachable on its floating
- * address, where its boot scripts send the targets (and an adopted one
- * neither). Until that is settled there, the bench listens on every address,
- * as an installed appliance does by default (`http.host` 0.0.0.0), restarting
- * the appliances once.
- */
-async function listenEverywhere(s: HaSite, log: (l: string) => void): Promise<void> {
-  const fix: HaAppliance[] = [];
-  for (const a of s.appliances) {
-    const c = JSON.parse(await readFile(join(a.dataDir, 'appliance.json'), 'utf8')) as { http: { host: string } };
-    if (c.http.host !== '0.0.0.0') fix.push(a);
-  }
-  if (fix.length) {
-    log(`appliances listen for HTTP on their fixed address only (http.host): switching ${fix.map((a) => a.name).join(', ')} to 0.0.0.0`);
-    await Promise.all(fix.map((a) => a.proc?.kill()));
-    for (const a of fix) {
-      const file = join(a.dataDir, 'appliance.json');
-      const c = JSON.parse(await readFile(file, 'utf8')) as { http: { host: string } };
-      c.http.host = '0.0.0.0';
-      await writeFile(file, `${JSON.stringify(c, null, 2)}\n`);
-    }
-  }
-  await restart(s, s.appliances, log);
-}
-
 /** Stops every appliance (SIGTERM: they release their addresses), starts `up` afresh and waits until the addresses are where they belong. */
 async function restart(s: HaSite, up: HaAppliance[], log: (l: string) => void): Promise<void> {
   const t0 = Date.now();
-  // One at a time, on purpose: when both stop at once, the first one's "leaving" heartbeat makes the other
-  // adopt its address after it has already let go of its own, and that address stays on a stopped machine.
+  // One at a time: each one's "leaving" heartbeat lets the next see the site as it is.
   for (const a of s.appliances) {
     if (!a.proc || a.proc.exit) continue;
     const e = await a.proc.kill(5_000);
