@@ -419,6 +419,36 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
       const r = (await c.request('POST', '/v1/tokens', body)).body;
       print(r, () => `${r.token}\n(token ${r.id}, role ${r.role}${r.siteId ? `, site ${r.siteId}` : ''}${r.role === 'appliance-enrol' ? `, one use, expires ${r.expiresAt}` : ''}: shown once, store it now)`);
     });
+  program
+    .command('cloud')
+    .description('a farm deployed to AWS with `cdk deploy` (docs/deploy.md)')
+    .command('first-token')
+    .description("create the farm's first farm-admin token, straight in the farm table, with your AWS credentials (run once after the first deploy; the stack's FirstTokenCommand output has the arguments)")
+    .requiredOption('--table <name>', 'the farm table (stack output TableName)')
+    .requiredOption('--region <region>', 'the stack\'s AWS region')
+    .option('--name <name>', 'who uses the token', 'first-admin')
+    .option('--expires <time>', 'ISO 8601 expiry time (default: never; revoke it once you have named tokens)')
+    .option('--force', 'create one even though the farm has usable farm-admin tokens')
+    .action(async (o) => {
+      if (o.expires !== undefined && Number.isNaN(Date.parse(o.expires))) throw new UsageError(`--expires ${o.expires}: not an ISO 8601 time`);
+      const { dynamoRepo } = await import('../functions/storage/clients.js');
+      const { createFirstToken, FarmAlreadyHasAdmin } = await import('./first-token.js');
+      const { hostname, userInfo } = await import('node:os');
+      const repo = dynamoRepo({ region: o.region }, o.table);
+      try {
+        const r = await createFirstToken({ repo, name: o.name, expiresAt: o.expires ? new Date(o.expires).toISOString() : null, operator: `${userInfo().username}@${hostname()}`, now: new Date(), force: !!o.force });
+        print({ token: r.secret, id: r.token.id, role: r.token.role, name: r.token.name, expiresAt: r.token.expiresAt }, () =>
+          `${r.secret}\n(token ${r.token.id}, farm-admin, "${r.token.name}": shown once, store it now)\nnext: bootfarm login --api <ApiUrl output> --token <the token above>`,
+        );
+      } catch (e) {
+        if (e instanceof FarmAlreadyHasAdmin) throw new UsageError(e.message);
+        const name = (e as { name?: string }).name;
+        if (name === 'ResourceNotFoundException') throw new UsageError(`no table "${o.table}" in ${o.region}: check the stack's TableName output and --region`);
+        if (name === 'CredentialsProviderError') throw new UsageError(`no AWS credentials: this command writes the table with your own AWS credentials (AWS_PROFILE, aws sso login, ...)`);
+        throw e;
+      }
+    });
+
   token.command('list').action(async () => {
     const rows = await (await client()).all('/v1/tokens');
     print(rows, () => table(rows, [['id', (t) => t.id], ['name', (t) => t.name], ['role', (t) => t.role], ['site', (t) => t.siteId], ['expires', (t) => t.expiresAt], ['created', (t) => t.createdAt]]));

@@ -1,29 +1,49 @@
 /**
- * AWS Lambda entry: reads its environment once, builds the same app the
- * local server runs. Function URL and API Gateway v2 events both work.
+ * AWS Lambda entry: reads its environment once and builds the same app the
+ * local server runs (`createApp`). Two handlers over one app:
+ *
+ * - `handler`: response streaming (`awslambda.streamifyResponse`), what the
+ *   CDK stack deploys behind a Function URL in RESPONSE_STREAM mode. Large
+ *   bodies (manifests of big vDisks, whole-site snapshots) are not held to
+ *   the 6 MB buffered-response limit.
+ * - `bufferedHandler`: a buffered result, for an API Gateway HTTP API
+ *   (payload format 2.0) or a BUFFERED Function URL.
+ *
+ * Both take the payload-2.0 event shape that Function URLs and HTTP APIs send.
+ * The SDK clients honour AWS_ENDPOINT_URL_<SERVICE>, which is how the tests
+ * point this very module at DynamoDB Local, s3rver (an IP endpoint gives
+ * path-style URLs) and a KMS stand-in.
  */
-import { handle } from 'hono/aws-lambda';
+import { S3Client } from '@aws-sdk/client-s3';
+import { handle, streamHandle } from 'hono/aws-lambda';
 import { z } from 'zod';
 import { createApp } from './app.js';
-import { S3Client } from '@aws-sdk/client-s3';
 import { kmsSigner } from './signing.js';
 import { s3BlobStore } from './storage/blobs.js';
 import { dynamoRepo } from './storage/clients.js';
 
-const env = z
-  .object({
-    BOOTFARM_TABLE: z.string().min(1),
-    BOOTFARM_BUCKET: z.string().min(1),
-    BOOTFARM_SIGNING_KEY: z.string().min(1).meta({ description: 'KMS key id or ARN (ECC_NIST_P256)' }),
-    AWS_REGION: z.string().min(1),
-  })
-  .parse(process.env);
+export const LambdaEnvSchema = z.object({
+  BOOTFARM_TABLE: z.string().min(1),
+  BOOTFARM_BUCKET: z.string().min(1),
+  BOOTFARM_SIGNING_KEY: z.string().min(1).meta({ description: 'KMS key id or ARN (ECC_NIST_P256, SIGN_VERIFY)' }),
+  AWS_REGION: z.string().min(1),
+});
 
-const s3 = new S3Client({ region: env.AWS_REGION });
-export const handler = handle(
-  createApp({
-    repo: dynamoRepo({ region: env.AWS_REGION }, env.BOOTFARM_TABLE),
-    blobs: s3BlobStore(s3, env.BOOTFARM_BUCKET),
-    signer: await kmsSigner(env.BOOTFARM_SIGNING_KEY, env.AWS_REGION),
-  }),
-);
+const parsed = LambdaEnvSchema.safeParse(process.env);
+if (!parsed.success) {
+  const names = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+  throw new Error(`bootfarm API: bad Lambda environment (${names})`);
+}
+const env = parsed.data;
+
+// WHEN_REQUIRED: otherwise a presigned PUT carries the CRC32 of an empty body (x-amz-checksum-crc32=AAAAAA==),
+// which the uploader's real chunk does not match. The same setting as the local runtime (functions/local/local-aws.ts).
+const s3 = new S3Client({ region: env.AWS_REGION, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
+const app = createApp({
+  repo: dynamoRepo({ region: env.AWS_REGION }, env.BOOTFARM_TABLE),
+  blobs: s3BlobStore(s3, env.BOOTFARM_BUCKET),
+  signer: await kmsSigner(env.BOOTFARM_SIGNING_KEY, env.AWS_REGION),
+});
+
+export const handler = streamHandle(app);
+export const bufferedHandler = handle(app);

@@ -1,0 +1,92 @@
+/**
+ * What one deployment of the control plane may vary, parsed once by zod from
+ * CDK context (`cdk.json`, or `-c bootfarm:stage=prod` on the command line).
+ * The bin entry reads context; the stack and its constructs only take props.
+ */
+import { z } from 'zod';
+
+/** CloudWatch Logs accepts only these retention periods (days). */
+export const LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653] as const;
+
+const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((s) => s === 'true')]);
+const int = (min: number, max: number) => z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]).pipe(z.number().int().min(min).max(max));
+
+export const StackConfigSchema = z
+  .object({
+    /** Names the stack and its resources: `bootfarm-<stage>`. Lower-case letters, digits and '-'. */
+    stage: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{0,19}$/, 'must be 1-20 lower-case letters, digits or "-", starting with a letter (e.g. dev, prod, eu-1)'),
+    /**
+     * A custom host name for the API, e.g. bootfarm.example.com. Needs `certificateArn`
+     * (an ACM certificate in us-east-1, since the name is served by CloudFront).
+     */
+    domainName: z
+      .string()
+      .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, 'must be a lower-case DNS name such as bootfarm.example.com')
+      .optional(),
+    certificateArn: z
+      .string()
+      .regex(/^arn:aws[a-z-]*:acm:us-east-1:\d{12}:certificate\/[0-9a-f-]{36}$/, 'must be the ARN of an ACM certificate in us-east-1 (CloudFront only uses certificates from there)')
+      .optional(),
+    /** Days the API's logs are kept. @default 90 */
+    logRetentionDays: int(1, 3653)
+      .refine((d) => (LOG_RETENTION_DAYS as readonly number[]).includes(d), `must be one of the periods CloudWatch Logs offers: ${LOG_RETENTION_DAYS.join(', ')}`)
+      .default(90),
+    /**
+     * What `cdk destroy` does with the farm's data (table, bucket, signing key).
+     * `retain` (the default) keeps them and turns on the table's deletion protection;
+     * `destroy` is for throw-away stages and empties the bucket.
+     */
+    removalPolicy: z.enum(['retain', 'destroy']).default('retain'),
+    /** Days a deleted or overwritten object stays recoverable in the versioned bucket. @default 30 */
+    noncurrentVersionDays: int(1, 3650).default(30),
+    /** An address that receives the alarms (SNS e-mail subscription, confirmed by its owner). */
+    alarmEmail: z.email('must be an e-mail address').optional(),
+    /** Most concurrent API invocations; unset shares the account's pool. */
+    reservedConcurrency: int(1, 10000).optional(),
+    /** p99 API latency (ms) above which the latency alarm fires. @default 3000 */
+    latencyAlarmMs: int(100, 900000).default(3000),
+    /** Turn on X-Ray tracing for the API function. @default false */
+    tracing: bool.default(false),
+  })
+  .superRefine((c, ctx) => {
+    if (!!c.domainName !== !!c.certificateArn)
+      ctx.addIssue({ code: 'custom', path: [c.domainName ? 'certificateArn' : 'domainName'], message: 'domainName and certificateArn go together: set both or neither' });
+  });
+
+export type StackConfig = z.infer<typeof StackConfigSchema>;
+export type StackConfigInput = z.input<typeof StackConfigSchema>;
+
+/** The context keys, as written in cdk.json or passed with -c. */
+export const CONTEXT_KEYS: Record<keyof StackConfig, string> = {
+  stage: 'bootfarm:stage',
+  domainName: 'bootfarm:domainName',
+  certificateArn: 'bootfarm:certificateArn',
+  logRetentionDays: 'bootfarm:logRetentionDays',
+  removalPolicy: 'bootfarm:removalPolicy',
+  noncurrentVersionDays: 'bootfarm:noncurrentVersionDays',
+  alarmEmail: 'bootfarm:alarmEmail',
+  reservedConcurrency: 'bootfarm:reservedConcurrency',
+  latencyAlarmMs: 'bootfarm:latencyAlarmMs',
+  tracing: 'bootfarm:tracing',
+};
+
+/** Parses the context; a bad value throws one message naming each key at fault. */
+export function parseStackConfig(read: (key: string) => unknown): StackConfig {
+  const raw: Record<string, unknown> = {};
+  for (const [field, key] of Object.entries(CONTEXT_KEYS)) {
+    const v = read(key);
+    if (v !== undefined && v !== null && v !== '') raw[field] = v;
+  }
+  const r = StackConfigSchema.safeParse(raw);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => {
+      const field = String(i.path[0] ?? '');
+      const key = CONTEXT_KEYS[field as keyof StackConfig] ?? field;
+      return `  ${key}${raw[field] !== undefined ? ` = ${JSON.stringify(raw[field])}` : ''}: ${i.message}`;
+    });
+    throw new Error(`bootfarm stack: bad context\n${lines.join('\n')}`);
+  }
+  return r.data;
+}

@@ -1,0 +1,69 @@
+/**
+ * The control plane of one farm: connects the constructs, nothing more.
+ * Every value that varies comes in as a parsed StackConfig (infra/lib/config.ts).
+ */
+import { CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import type * as logs from 'aws-cdk-lib/aws-logs';
+import type { Construct } from 'constructs';
+import type { StackConfig } from './config.js';
+import { ApiAlarms } from './constructs/api-alarms.js';
+import { ApiEndpoint } from './constructs/api-endpoint.js';
+import { ApiFunction } from './constructs/api-function.js';
+import { FarmBucket } from './constructs/farm-bucket.js';
+import { FarmTable } from './constructs/farm-table.js';
+import { SigningKey } from './constructs/signing-key.js';
+
+export interface BootfarmStackProps extends StackProps {
+  readonly config: StackConfig;
+}
+
+export class BootfarmStack extends Stack {
+  readonly table: FarmTable;
+  readonly bucket: FarmBucket;
+  readonly signingKey: SigningKey;
+  readonly api: ApiFunction;
+  readonly endpoint: ApiEndpoint;
+  readonly alarms: ApiAlarms;
+
+  constructor(scope: Construct, id: string, props: BootfarmStackProps) {
+    super(scope, id, props);
+    const c = props.config;
+    const removalPolicy = c.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
+
+    this.table = new FarmTable(this, 'Farm', { removalPolicy });
+    this.bucket = new FarmBucket(this, 'Masters', { removalPolicy, noncurrentVersionDays: c.noncurrentVersionDays });
+    this.signingKey = new SigningKey(this, 'Signing', { alias: `alias/bootfarm-${c.stage}-signing`, removalPolicy });
+
+    this.api = new ApiFunction(this, 'Api', {
+      environment: {
+        BOOTFARM_TABLE: this.table.table.tableName,
+        BOOTFARM_BUCKET: this.bucket.bucket.bucketName,
+        BOOTFARM_SIGNING_KEY: this.signingKey.key.keyArn,
+      },
+      logRetentionDays: c.logRetentionDays as logs.RetentionDays,
+      logRemovalPolicy: removalPolicy,
+      reservedConcurrency: c.reservedConcurrency,
+      tracing: c.tracing,
+    });
+    this.table.grantApiAccess(this.api.fn);
+    this.bucket.grantApiAccess(this.api.fn);
+    this.signingKey.grantSigning(this.api.fn);
+
+    this.endpoint = new ApiEndpoint(this, 'Endpoint', {
+      fn: this.api.fn,
+      domain: c.domainName && c.certificateArn ? { name: c.domainName, certificateArn: c.certificateArn } : undefined,
+    });
+    this.alarms = new ApiAlarms(this, 'Alarms', { fn: this.api.fn, logGroup: this.api.logGroup, latencyMs: c.latencyAlarmMs, email: c.alarmEmail });
+
+    new CfnOutput(this, 'ApiUrl', { description: 'The API: bootfarm login --api <this> --token <token>', value: this.endpoint.url });
+    new CfnOutput(this, 'TableName', { description: 'The farm table', value: this.table.table.tableName });
+    new CfnOutput(this, 'BucketName', { description: 'The vDisk bucket', value: this.bucket.bucket.bucketName });
+    new CfnOutput(this, 'SigningKeyArn', { description: 'The KMS key that signs manifests and snapshots', value: this.signingKey.key.keyArn });
+    new CfnOutput(this, 'AlarmTopicArn', { description: 'Subscribe here to receive the alarms', value: this.alarms.topic.topicArn });
+    // The command, never a token: the secret is made by whoever runs it, with their own AWS credentials, and printed only to them.
+    new CfnOutput(this, 'FirstTokenCommand', {
+      description: 'Run once after the first deploy, with credentials that may write the table, to create the first farm-admin token',
+      value: `npx bootfarm cloud first-token --region ${this.region} --table ${this.table.table.tableName}`,
+    });
+  }
+}

@@ -1,0 +1,288 @@
+/**
+ * The CDK stack, checked requirement by requirement on the synthesised
+ * template (aws-cdk-lib/assertions), plus one snapshot with asset hashes
+ * redacted. The default stack is synthesised once with real bundling (what
+ * `cdk deploy` uploads); variants skip bundling.
+ */
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { API_TABLE_ACTIONS } from '../../infra/lib/constructs/farm-table.js';
+import { synthFarm, type Synthesised } from '../../infra/lib/synth.js';
+import { tableDefinition } from '../../functions/storage/table.js';
+
+type Json = Record<string, any>;
+
+let dir: string;
+let farm: Synthesised;
+let template: Template;
+let raw: Json;
+
+const variant = (config: Parameters<typeof synthFarm>[1]) => {
+  const s = synthFarm(join(dir, `v${Math.random().toString(36).slice(2)}`), config, { bundle: false });
+  return { t: Template.fromJSON(JSON.parse(readFileSync(s.templateFile, 'utf8'))), json: JSON.parse(readFileSync(s.templateFile, 'utf8')) as Json };
+};
+const resources = (json: Json, type: string) => Object.entries(json.Resources as Record<string, Json>).filter(([, r]) => r.Type === type);
+const only = (json: Json, type: string) => {
+  const r = resources(json, type);
+  expect(r, `exactly one ${type}`).toHaveLength(1);
+  return r[0]!;
+};
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'bootfarm-cdk-'));
+  farm = synthFarm(join(dir, 'default'));
+  raw = JSON.parse(readFileSync(farm.templateFile, 'utf8'));
+  template = Template.fromJSON(raw);
+}, 120_000);
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('table', () => {
+  test('is on demand, with point-in-time recovery, deletion protection and KMS encryption', () => {
+    template.hasResourceProperties('AWS::DynamoDB::GlobalTable', {
+      BillingMode: 'PAY_PER_REQUEST',
+      SSESpecification: { SSEEnabled: true, SSEType: 'KMS' },
+      Replicas: [Match.objectLike({ PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true }, DeletionProtectionEnabled: true })],
+    });
+    template.hasResource('AWS::DynamoDB::GlobalTable', { DeletionPolicy: 'Retain', UpdateReplacePolicy: 'Retain' });
+  });
+
+  test('has the keys and indexes of functions/storage/table.ts (the table DynamoDB Local gets)', () => {
+    const def = tableDefinition('x');
+    const [, t] = only(raw, 'AWS::DynamoDB::GlobalTable');
+    expect(t.Properties.KeySchema).toEqual(def.KeySchema);
+    expect(new Set(t.Properties.AttributeDefinitions.map((a: Json) => `${a.AttributeName}:${a.AttributeType}`))).toEqual(
+      new Set(def.AttributeDefinitions!.map((a) => `${a.AttributeName}:${a.AttributeType}`)),
+    );
+    expect(t.Properties.GlobalSecondaryIndexes).toEqual(def.GlobalSecondaryIndexes!.map((g) => ({ IndexName: g.IndexName, KeySchema: g.KeySchema, Projection: g.Projection })));
+  });
+
+  test('a destroy stage drops deletion protection and is deleted with the stack', () => {
+    const { t } = variant({ removalPolicy: 'destroy' });
+    t.hasResourceProperties('AWS::DynamoDB::GlobalTable', { Replicas: [Match.objectLike({ DeletionProtectionEnabled: false })] });
+    t.hasResource('AWS::DynamoDB::GlobalTable', { DeletionPolicy: 'Delete' });
+  });
+});
+
+describe('bucket', () => {
+  test('blocks all public access and enforces bucket-owner object ownership', () => {
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      OwnershipControls: { Rules: [{ ObjectOwnership: 'BucketOwnerEnforced' }] },
+    });
+  });
+
+  test('is encrypted at rest (SSE-S3) and versioned', () => {
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
+      VersioningConfiguration: { Status: 'Enabled' },
+    });
+  });
+
+  test('accepts TLS 1.2 or later only', () => {
+    const [, policy] = only(raw, 'AWS::S3::BucketPolicy');
+    const denies = policy.Properties.PolicyDocument.Statement.filter((s: Json) => s.Effect === 'Deny');
+    expect(denies).toContainEqual(expect.objectContaining({ Action: 's3:*', Condition: { Bool: { 'aws:SecureTransport': 'false' } }, Principal: { AWS: '*' } }));
+    expect(denies).toContainEqual(expect.objectContaining({ Action: 's3:*', Condition: { NumericLessThan: { 's3:TlsVersion': 1.2 } } }));
+  });
+
+  test('lifecycle aborts incomplete multipart uploads, expires old versions and abandoned upload sessions', () => {
+    const [, b] = only(raw, 'AWS::S3::Bucket');
+    const rules: Json[] = b.Properties.LifecycleConfiguration.Rules;
+    expect(rules).toContainEqual(expect.objectContaining({ AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' }));
+    expect(rules).toContainEqual(expect.objectContaining({ NoncurrentVersionExpiration: { NoncurrentDays: 30 }, ExpiredObjectDeleteMarker: true, Status: 'Enabled' }));
+    expect(rules).toContainEqual(expect.objectContaining({ Prefix: 'uploads/', ExpirationInDays: 7, Status: 'Enabled' }));
+    // Every rule is scoped: none expires current chunks or manifests.
+    expect(rules.filter((r) => r.ExpirationInDays !== undefined && r.Prefix !== 'uploads/')).toEqual([]);
+    const { json } = variant({ noncurrentVersionDays: 7 });
+    expect(only(json, 'AWS::S3::Bucket')[1].Properties.LifecycleConfiguration.Rules).toContainEqual(expect.objectContaining({ NoncurrentVersionExpiration: { NoncurrentDays: 7 } }));
+  });
+
+  test('is kept by default, emptied and deleted for a destroy stage', () => {
+    template.hasResource('AWS::S3::Bucket', { DeletionPolicy: 'Retain' });
+    expect(resources(raw, 'Custom::S3AutoDeleteObjects')).toHaveLength(0);
+    const { t, json } = variant({ removalPolicy: 'destroy' });
+    t.hasResource('AWS::S3::Bucket', { DeletionPolicy: 'Delete' });
+    expect(resources(json, 'Custom::S3AutoDeleteObjects')).toHaveLength(1);
+  });
+});
+
+describe('signing key', () => {
+  test('is a KMS asymmetric ECC_NIST_P256 sign/verify key, kept on stack deletion, 30-day deletion window', () => {
+    template.hasResourceProperties('AWS::KMS::Key', { KeySpec: 'ECC_NIST_P256', KeyUsage: 'SIGN_VERIFY', PendingWindowInDays: 30 });
+    template.hasResource('AWS::KMS::Key', { DeletionPolicy: 'Retain' });
+    template.hasResourceProperties('AWS::KMS::Alias', { AliasName: 'alias/bootfarm-dev-signing' });
+  });
+});
+
+describe('API function', () => {
+  test('runs on Node 22, arm64, from an ESM bundle of functions/lambda.ts', () => {
+    const [, fn] = only(raw, 'AWS::Lambda::Function');
+    expect(fn.Properties).toMatchObject({ Runtime: 'nodejs22.x', Architectures: ['arm64'], Handler: 'index.handler', MemorySize: 1024, Timeout: 900 });
+    const files = readdirSync(farm.apiAssetDir!).sort();
+    expect(files).toEqual(['index.mjs', 'index.mjs.map']);
+    const code = readFileSync(join(farm.apiAssetDir!, 'index.mjs'), 'utf8');
+    // The SDK is bundled (the version tested is the one deployed): no bare import of it is left for the runtime to satisfy.
+    // (An import statement, not the SDK's own error text that mentions `import "@aws-sdk/signature-v4-crt"`.)
+    expect(/(?:^|[;}])\s*import(?:\s*[\w{},*\s$]+\s*from)?\s*"@aws-sdk\//m.test(code), 'an import of @aws-sdk left in the bundle').toBe(false);
+    expect(/(?:^|[;}])\s*import(?:\s*[\w{},*\s$]+\s*from)?\s*"node:stream"/m.test(code), 'the check sees imports that are left (node built-ins)').toBe(true);
+    expect(code.includes('BOOTFARM_SIGNING_KEY'), 'the bundle is functions/lambda.ts').toBe(true);
+    expect(statSync(join(farm.apiAssetDir!, 'index.mjs')).size).toBeLessThan(3 * 1024 * 1024);
+  });
+
+  test('is told the table, bucket and key it may use, and nothing secret', () => {
+    const [, fn] = only(raw, 'AWS::Lambda::Function');
+    const [tableId] = only(raw, 'AWS::DynamoDB::GlobalTable');
+    const [bucketId] = only(raw, 'AWS::S3::Bucket');
+    const [keyId] = only(raw, 'AWS::KMS::Key');
+    expect(fn.Properties.Environment.Variables).toEqual({
+      BOOTFARM_TABLE: { Ref: tableId },
+      BOOTFARM_BUCKET: { Ref: bucketId },
+      BOOTFARM_SIGNING_KEY: { 'Fn::GetAtt': [keyId, 'Arn'] },
+      NODE_OPTIONS: '--enable-source-maps',
+    });
+  });
+
+  test('keeps its logs for the configured retention (90 days by default)', () => {
+    template.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 90 });
+    const [logId] = only(raw, 'AWS::Logs::LogGroup');
+    template.hasResourceProperties('AWS::Lambda::Function', { LoggingConfig: { LogFormat: 'JSON', LogGroup: { Ref: logId } } });
+    variant({ logRetentionDays: 30 }).t.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
+  });
+});
+
+describe('least privilege', () => {
+  test('the function role has no managed policies and one inline policy', () => {
+    const [, role] = only(raw, 'AWS::IAM::Role');
+    expect(role.Properties.ManagedPolicyArns).toBeUndefined();
+    expect(role.Properties.AssumeRolePolicyDocument.Statement).toEqual([{ Action: 'sts:AssumeRole', Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' } }]);
+    only(raw, 'AWS::IAM::Policy');
+  });
+
+  test('grants exactly the table, bucket, key and log operations the API performs, no action wildcards', () => {
+    const [, policy] = only(raw, 'AWS::IAM::Policy');
+    const [tableId] = only(raw, 'AWS::DynamoDB::GlobalTable');
+    const [bucketId] = only(raw, 'AWS::S3::Bucket');
+    const [keyId] = only(raw, 'AWS::KMS::Key');
+    const [logId] = only(raw, 'AWS::Logs::LogGroup');
+    const statements: Json[] = policy.Properties.PolicyDocument.Statement;
+    const actions = (s: Json) => [s.Action].flat().sort();
+    for (const s of statements) {
+      expect(s.Effect).toBe('Allow');
+      for (const a of actions(s)) expect(a, 'no wildcard in an action').not.toContain('*');
+    }
+    const granted = statements.map((s) => ({ actions: actions(s), resource: s.Resource }));
+    expect(granted).toEqual(
+      expect.arrayContaining([
+        {
+          actions: [...API_TABLE_ACTIONS].sort(),
+          resource: [{ 'Fn::GetAtt': [tableId, 'Arn'] }, { 'Fn::Join': ['', [{ 'Fn::GetAtt': [tableId, 'Arn'] }, '/index/*']] }],
+        },
+        { actions: ['s3:DeleteObject', 's3:GetObject', 's3:PutObject'], resource: { 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/*']] } },
+        { actions: ['s3:ListBucket'], resource: { 'Fn::GetAtt': [bucketId, 'Arn'] } },
+        { actions: ['kms:GetPublicKey', 'kms:Sign'], resource: { 'Fn::GetAtt': [keyId, 'Arn'] } },
+        { actions: ['logs:CreateLogStream', 'logs:PutLogEvents'], resource: { 'Fn::GetAtt': [logId, 'Arn'] } },
+      ]),
+    );
+    expect(granted).toHaveLength(5);
+    // No Scan, no table administration, no KMS decrypt or key management.
+    const all = statements.flatMap(actions);
+    for (const a of ['dynamodb:Scan', 'dynamodb:DeleteTable', 'kms:Decrypt', 'kms:ScheduleKeyDeletion', 's3:PutBucketPolicy']) expect(all).not.toContain(a);
+  });
+
+  test('tracing adds only the X-Ray write actions', () => {
+    const { json } = variant({ tracing: true });
+    const statements: Json[] = only(json, 'AWS::IAM::Policy')[1].Properties.PolicyDocument.Statement;
+    expect(statements.find((s) => [s.Action].flat().some((a: string) => a.startsWith('xray:')))?.Action).toEqual(['xray:PutTelemetryRecords', 'xray:PutTraceSegments']);
+  });
+});
+
+describe('HTTPS endpoint', () => {
+  test('is a Function URL in RESPONSE_STREAM mode whose callers authenticate in the app (auth type NONE)', () => {
+    const [fnId] = only(raw, 'AWS::Lambda::Function');
+    template.hasResourceProperties('AWS::Lambda::Url', { AuthType: 'NONE', InvokeMode: 'RESPONSE_STREAM', TargetFunctionArn: { 'Fn::GetAtt': [fnId, 'Arn'] } });
+    template.hasResourceProperties('AWS::Lambda::Permission', { Action: 'lambda:InvokeFunctionUrl', FunctionUrlAuthType: 'NONE', Principal: '*' });
+    // Public invoke only through the URL, never a direct Invoke.
+    template.hasResourceProperties('AWS::Lambda::Permission', { Action: 'lambda:InvokeFunction', InvokedViaFunctionUrl: true, Principal: '*' });
+    expect(resources(raw, 'AWS::CloudFront::Distribution')).toHaveLength(0);
+  });
+
+  test('a custom domain is served by CloudFront over HTTPS with caching off and every method passed through', () => {
+    const arn = 'arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-3333-4444-555555555555';
+    const { t, json } = variant({ domainName: 'bootfarm.example.com', certificateArn: arn });
+    t.hasResourceProperties('AWS::CloudFront::Distribution', {
+      DistributionConfig: Match.objectLike({
+        Aliases: ['bootfarm.example.com'],
+        ViewerCertificate: { AcmCertificateArn: arn, MinimumProtocolVersion: 'TLSv1.2_2021', SslSupportMethod: 'sni-only' },
+        DefaultCacheBehavior: Match.objectLike({
+          ViewerProtocolPolicy: 'https-only',
+          AllowedMethods: ['GET', 'HEAD', 'OPTIONS', 'PUT', 'PATCH', 'POST', 'DELETE'],
+          CachePolicyId: '4135ea2d-6df8-44a3-9df3-4b5a84be39ad', // Managed-CachingDisabled
+          OriginRequestPolicyId: 'b689b0a8-53d0-40ab-baf2-68738e2966ac', // Managed-AllViewerExceptHostHeader
+        }),
+      }),
+    });
+    expect(json.Outputs.ApiUrl.Value).toBe('https://bootfarm.example.com/');
+  });
+});
+
+describe('alarms', () => {
+  test('errors, server-error log lines, throttles and p99 latency alarm to one SNS topic', () => {
+    const alarms = resources(raw, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties);
+    const [topicId] = only(raw, 'AWS::SNS::Topic');
+    expect(alarms.map((a) => a.MetricName ?? a.ExtendedStatistic).sort()).toEqual(['ApiServerErrors', 'Duration', 'Errors', 'Throttles']);
+    for (const a of alarms) {
+      expect(a.AlarmActions).toEqual([{ Ref: topicId }]);
+      expect(a.TreatMissingData).toBe('notBreaching');
+    }
+    expect(alarms.find((a) => a.MetricName === 'Duration')).toMatchObject({ ExtendedStatistic: 'p99', Threshold: 3000, EvaluationPeriods: 3 });
+    template.hasResourceProperties('AWS::Logs::MetricFilter', { FilterPattern: '{ $.level = "ERROR" }', MetricTransformations: [Match.objectLike({ MetricName: 'ApiServerErrors', MetricNamespace: 'bootfarm' })] });
+    expect(resources(raw, 'AWS::SNS::Subscription')).toHaveLength(0);
+  });
+
+  test('an alarm e-mail subscribes to the topic', () => {
+    variant({ alarmEmail: 'ops@example.com' }).t.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com' });
+  });
+});
+
+describe('outputs', () => {
+  test('give the API URL, bucket, table and the first-token command, and no secret', () => {
+    const [tableId] = only(raw, 'AWS::DynamoDB::GlobalTable');
+    const [bucketId] = only(raw, 'AWS::S3::Bucket');
+    const out = raw.Outputs as Json;
+    expect(Object.keys(out).sort()).toEqual(['AlarmTopicArn', 'ApiUrl', 'BucketName', 'FirstTokenCommand', 'SigningKeyArn', 'TableName']);
+    expect(out.TableName.Value).toEqual({ Ref: tableId });
+    expect(out.BucketName.Value).toEqual({ Ref: bucketId });
+    expect(out.ApiUrl.Value).toMatchObject({ 'Fn::GetAtt': [expect.stringMatching(/^EndpointUrl/), 'FunctionUrl'] });
+    expect(JSON.stringify(out.FirstTokenCommand.Value)).toContain('npx bootfarm cloud first-token --region eu-west-1 --table ');
+    // Tokens are bf_ + base64url (model/auth.ts); nothing like one, and no parameter or secret resource, is in the template.
+    expect(JSON.stringify(raw)).not.toMatch(/bf_[A-Za-z0-9_-]{20,}/);
+    expect(resources(raw, 'AWS::SecretsManager::Secret')).toHaveLength(0);
+    expect(raw.Parameters ?? {}).not.toHaveProperty('Token');
+  });
+});
+
+describe('context', () => {
+  test('a bad value stops synth with a message naming each key at fault', () => {
+    expect(() => variant({ stage: 'Prod!', logRetentionDays: 42, domainName: 'api.example.com' })).toThrowError(
+      /bootfarm stack: bad context\n(.|\n)*bootfarm:stage = "Prod!": must be 1-20 lower-case(.|\n)*bootfarm:logRetentionDays = 42: must be one of the periods(.|\n)*bootfarm:certificateArn: domainName and certificateArn go together/,
+    );
+    expect(() => variant({ removalPolicy: 'delete' })).toThrowError(/bootfarm:removalPolicy = "delete"/);
+  });
+
+  test('the stage names the stack and the key alias', () => {
+    const s = synthFarm(join(dir, 'prod'), { stage: 'prod' }, { bundle: false });
+    expect(s.stack.stackName).toBe('bootfarm-prod');
+    Template.fromJSON(JSON.parse(readFileSync(s.templateFile, 'utf8'))).hasResourceProperties('AWS::KMS::Alias', { AliasName: 'alias/bootfarm-prod-signing' });
+  });
+});
+
+test('template snapshot (asset hashes redacted)', () => {
+  const text = JSON.stringify(raw, null, 1).replace(/[0-9a-f]{64}(\.zip)?/g, '<asset-hash>$1');
+  expect(JSON.parse(text)).toMatchSnapshot();
+});
