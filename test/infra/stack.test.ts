@@ -260,8 +260,8 @@ describe('outputs', () => {
     expect(out.BucketName.Value).toEqual({ Ref: bucketId });
     expect(out.ApiUrl.Value).toMatchObject({ 'Fn::GetAtt': [expect.stringMatching(/^EndpointUrl/), 'FunctionUrl'] });
     expect(JSON.stringify(out.FirstTokenCommand.Value)).toContain('npx bootfarm cloud first-token --region eu-west-1 --table ');
-    // Tokens are bf_ + base64url (model/auth.ts); nothing like one, and no parameter or secret resource, is in the template.
-    expect(JSON.stringify(raw)).not.toMatch(/bf_[A-Za-z0-9_-]{20,}/);
+    // Tokens are bft_<id>_<secret> (model/auth.ts); nothing like one, and no parameter or secret resource, is in the template.
+    expect(JSON.stringify(raw)).not.toMatch(/bft_[A-Za-z0-9_-]{20,}/);
     expect(resources(raw, 'AWS::SecretsManager::Secret')).toHaveLength(0);
     expect(raw.Parameters ?? {}).not.toHaveProperty('Token');
   });
