@@ -7,6 +7,7 @@
  *   npm run bench -- tftp [--size 16M] [--runs 5] [--concurrency 500]
  *   npm run bench -- nbd [--size 1G] [--runs 5] [--jobs 4] [--seconds 5]
  *   npm run bench -- failover [--runs 10] [--targets 50,200,500]   (root: network namespaces)
+ *   npm run bench -- lambda [--runs 10] [--warm 20]
  */
 import '../cli/node-warnings.js';
 import { parseArgs } from 'node:util';
@@ -49,6 +50,15 @@ const SUITES: Record<string, (args: string[]) => Promise<void>> = {
     if (!targets.length || targets.some((n) => !Number.isInteger(n) || n < 2 || n > 500)) throw new Error(`--targets ${values.targets}: comma-separated whole numbers from 2 to 500`);
     const { benchFailover } = await import('./failover.js');
     await benchFailover({ runs, targets, out: (s) => console.log(s), log: (s) => console.error(s) });
+  },
+  lambda: async (args) => {
+    const { values } = parseArgs({ args, options: { runs: { type: 'string', default: '10' }, warm: { type: 'string', default: '20' } }, strict: true });
+    const runs = Number(values.runs);
+    const warm = Number(values.warm);
+    if (!Number.isInteger(runs) || runs < 1 || runs > 100) throw new Error(`--runs ${values.runs}: must be a whole number from 1 to 100`);
+    if (!Number.isInteger(warm) || warm < 1 || warm > 1000) throw new Error(`--warm ${values.warm}: must be a whole number from 1 to 1000`);
+    const { benchLambda } = await import('./lambda.js');
+    await benchLambda({ runs, warm, out: (s) => console.log(s), log: (s) => console.error(s) });
   },
 };
 

@@ -51,7 +51,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
 
   app.get('/health', (c) => c.json({ status: 'ok' }));
 
-  // Chunk lists of large disks (4 MiB chunks: 90,000 hashes for 350 GiB) need more than other bodies; 6 MB is Lambda's request limit.
+  // Chunk lists of large disks need more than other bodies; 6 MB is Lambda's request limit. A hash is 67 bytes of JSON, so with
+  // 4 MiB chunks a fully written disk of up to about 349 GiB fits (89,500 chunks) (all-zero chunks are 5 bytes); a larger one needs larger chunks (API chunkSize).
   const small = deps.maxBodyBytes ?? 1024 * 1024;
   const limits = [small, 6 * 1000 * 1000].map((maxSize) =>
     bodyLimit({

@@ -45,5 +45,27 @@ const app = createApp({
   signer: await kmsSigner(env.BOOTFARM_SIGNING_KEY, env.AWS_REGION),
 });
 
-export const handler = streamHandle(app);
-export const bufferedHandler = handle(app);
+/**
+ * Function URLs and HTTP APIs pass a body on GET and HEAD through, but a
+ * fetch Request cannot carry one (hono's adapter would throw before the app
+ * runs: a bare 400 buffered, a 200 "Internal Server Error" streamed). The
+ * local server (@hono/node-server) ignores such bodies; so does this.
+ */
+function withoutBodylessBody<E>(event: E): E {
+  const e = event as { body?: unknown; isBase64Encoded?: boolean; requestContext?: { http?: { method?: string } } };
+  const method = e.requestContext?.http?.method?.toUpperCase();
+  if ((method === 'GET' || method === 'HEAD') && e.body !== undefined) return { ...e, body: undefined, isBase64Encoded: false } as E;
+  return event;
+}
+
+/** The Node.js Lambda runtime's global (aws-lambda-nodejs-runtime-interface-client): marks a handler as streaming. */
+declare const awslambda: { streamifyResponse<H extends (event: unknown, stream: unknown, context: unknown) => Promise<unknown>>(handler: H): H };
+
+// streamHandle's result is already marked; calling it from a marked wrapper keeps the runtime's calling convention.
+const streaming = streamHandle(app) as unknown as (event: unknown, stream: unknown, context: unknown) => Promise<unknown>;
+const buffered = handle(app);
+
+/** Function URL, RESPONSE_STREAM (what the stack deploys). */
+export const handler = awslambda.streamifyResponse((event: unknown, stream: unknown, context: unknown) => streaming(withoutBodylessBody(event), stream, context));
+/** API Gateway HTTP API (payload 2.0), or a BUFFERED Function URL. */
+export const bufferedHandler: typeof buffered = (event, context) => buffered(withoutBodylessBody(event), context);
