@@ -9,7 +9,9 @@
  *   environment, creates its clients, fetches the KMS public key) and serves
  *   its first request (GET /v1/sites with a token: one token lookup and one
  *   query), against DynamoDB Local, s3rver and the KMS stand-in; then warm
- *   requests in the same process.
+ *   requests in the same process. Through `bufferedHandler` (the streaming
+ *   one needs the runtime's response stream); Node is this machine's, not
+ *   Lambda's Node 22.
  * - Peers, in the same run, bundled the same way: (a) the smallest Hono
  *   Lambda: the floor; (b) Hono with the same SDK clients, one KMS
  *   GetPublicKey at load and one DynamoDB query per request: what any API on
@@ -53,18 +55,19 @@ function zipBytes(dir: string): number {
   return readdirSync(dir).reduce((sum, f) => sum + deflateRawSync(readFileSync(join(dir, f)), { level: 9 }).length + 100, 0);
 }
 
-function dirBytes(dir: string): number {
+/** A directory tree zipped (deflate per file, as `zip -9` would). */
+function zipTreeBytes(dir: string): number {
   let total = 0;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
-    if (e.isDirectory()) total += dirBytes(p);
-    else if (e.isFile()) total += statSync(p).size;
+    if (e.isDirectory()) total += zipTreeBytes(p);
+    else if (e.isFile()) total += deflateRawSync(readFileSync(p), { level: 9 }).length + 100;
   }
   return total;
 }
 
-/** Bytes in the bundle per package, and the installed size of those packages (what an unbundled zip would carry). */
-async function composition(): Promise<{ byPackage: [string, number][]; sdkClients: string[]; installedBytes: number }> {
+/** Bytes in the bundle per package, and those packages zipped as installed (what an unbundled deployment would upload). */
+async function composition(): Promise<{ byPackage: [string, number][]; sdkClients: string[]; unbundledZipBytes: number }> {
   const r = await esbuild.build({ ...ESBUILD, entryPoints: [join(root, 'functions/lambda.ts')], outfile: join(tmpdir(), 'bootfarm-lambda-meta.mjs'), write: false, metafile: true, absWorkingDir: root });
   const out = Object.values(r.metafile!.outputs).find((o) => o.entryPoint)!;
   const by = new Map<string, number>();
@@ -77,7 +80,7 @@ async function composition(): Promise<{ byPackage: [string, number][]; sdkClient
   return {
     byPackage: [...by.entries()].sort((a, b) => b[1] - a[1]),
     sdkClients: packages.filter((p) => p.startsWith('@aws-sdk/client-')).sort(),
-    installedBytes: packages.reduce((sum, p) => sum + dirBytes(join(root, 'node_modules', p)), 0),
+    unbundledZipBytes: packages.reduce((sum, p) => sum + zipTreeBytes(join(root, 'node_modules', p)), 0),
   };
 }
 
@@ -160,6 +163,8 @@ export async function benchLambda(opts: LambdaBenchOptions): Promise<void> {
       AWS_ENDPOINT_URL_S3: aws.s3Endpoint,
       AWS_ENDPOINT_URL_KMS: kms.endpoint,
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+      // As the function runs (infra/lib/constructs/api-function.ts), for every bundle alike.
+      NODE_OPTIONS: '--enable-source-maps',
       BOOTFARM_TABLE: aws.tableName,
       BOOTFARM_BUCKET: aws.bucketName,
       BOOTFARM_SIGNING_KEY: key.keyId,
@@ -186,7 +191,7 @@ export async function benchLambda(opts: LambdaBenchOptions): Promise<void> {
     opts.out(`| cold import (median) | ${ms(med('api', 'initMs'))} | ${ms(med('sdk', 'initMs'))} | ${ratio(med('api', 'initMs'), med('sdk', 'initMs'))} | ${ms(med('hello', 'initMs'))} |`);
     opts.out(`| first request (median) | ${ms(med('api', 'firstMs'))} | ${ms(med('sdk', 'firstMs'))} | ${ratio(med('api', 'firstMs'), med('sdk', 'firstMs'))} | ${ms(med('hello', 'firstMs'))} |`);
     opts.out(`| warm request (median) | ${med('api', 'warmMs').toFixed(1)} ms | ${med('sdk', 'warmMs').toFixed(1)} ms | ${ratio(med('api', 'warmMs'), med('sdk', 'warmMs'))} | ${med('hello', 'warmMs').toFixed(1)} ms |`);
-    opts.out(`\nUnbundled, the same packages weigh ${kib(comp.installedBytes)} installed: the zip is ${ratio(sz.api.zip, comp.installedBytes)} of that.`);
+    opts.out(`\nUnbundled (the same packages zipped as installed, types and every build variant included): ${kib(comp.unbundledZipBytes)}; the bundle's zip is ${ratio(sz.api.zip, comp.unbundledZipBytes)} of that.`);
     opts.out(`\nAWS SDK clients in the bundle: ${comp.sdkClients.join(', ')}`);
     opts.out(`Largest packages in index.mjs: ${comp.byPackage.slice(0, 8).map(([p, n]) => `${p} ${kib(n)}`).join(', ')}`);
     opts.out('Cold import includes reading the environment, creating the clients and one KMS GetPublicKey (to the local stand-in); first request = one token lookup and one DynamoDB query (the peer: one query).');

@@ -431,12 +431,20 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
     .option('--force', 'create one even though the farm has usable farm-admin tokens')
     .action(async (o) => {
       if (o.expires !== undefined && Number.isNaN(Date.parse(o.expires))) throw new UsageError(`--expires ${o.expires}: not an ISO 8601 time`);
+      if (o.expires !== undefined && Date.parse(o.expires) <= Date.now()) throw new UsageError(`--expires ${o.expires}: is in the past`);
       const { dynamoRepo } = await import('../functions/storage/clients.js');
       const { createFirstToken, FarmAlreadyHasAdmin } = await import('./first-token.js');
       const { hostname, userInfo } = await import('node:os');
       const repo = dynamoRepo({ region: o.region }, o.table);
+      let user: string;
       try {
-        const r = await createFirstToken({ repo, name: o.name, expiresAt: o.expires ? new Date(o.expires).toISOString() : null, operator: `${userInfo().username}@${hostname()}`, now: new Date(), force: !!o.force });
+        user = userInfo().username;
+      } catch {
+        // A container user with no passwd entry.
+        user = process.env.USER ?? `uid ${process.getuid?.() ?? '?'}`;
+      }
+      try {
+        const r = await createFirstToken({ repo, name: o.name, expiresAt: o.expires ? new Date(o.expires).toISOString() : null, operator: `${user}@${hostname()}`, now: new Date(), force: !!o.force });
         print({ token: r.secret, id: r.token.id, role: r.token.role, name: r.token.name, expiresAt: r.token.expiresAt }, () =>
           `${r.secret}\n(token ${r.token.id}, farm-admin, "${r.token.name}": shown once, store it now)\nnext: bootfarm login --api <ApiUrl output> --token <the token above>`,
         );
@@ -445,6 +453,9 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
         const name = (e as { name?: string }).name;
         if (name === 'ResourceNotFoundException') throw new UsageError(`no table "${o.table}" in ${o.region}: check the stack's TableName output and --region`);
         if (name === 'CredentialsProviderError') throw new UsageError(`no AWS credentials: this command writes the table with your own AWS credentials (AWS_PROFILE, aws sso login, ...)`);
+        if (name === 'AccessDeniedException') throw new UsageError(`your AWS credentials may not read or write table "${o.table}" (${(e as Error).message}): use the role you deployed the stack with`);
+        if (name === 'UnrecognizedClientException' || name === 'ExpiredTokenException' || name === 'InvalidSignatureException')
+          throw new UsageError(`AWS refused your credentials (${name}): refresh them (aws sso login, new session) and run again`);
         throw e;
       }
     });

@@ -13,7 +13,8 @@ const config = parseStackConfig((key) => app.node.tryGetContext(key));
 new BootfarmStack(app, `bootfarm-${config.stage}`, {
   config,
   description: `bootfarm control plane (${config.stage}): API, farm table, vDisk bucket, signing key`,
-  // The account and region of the deploying credentials (CDK_DEFAULT_*); synth without credentials gives an environment-agnostic template.
-  env: { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION },
+  // The account and region of the deploying credentials (CDK_DEFAULT_*). Without credentials (offline synth) the
+  // template stays environment-agnostic rather than pinned to the CLI's fallback region.
+  env: process.env.CDK_DEFAULT_ACCOUNT ? { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION } : undefined,
   tags: { 'bootfarm:stage': config.stage },
 });

@@ -32,7 +32,8 @@ export class BootfarmStack extends Stack {
 
     this.table = new FarmTable(this, 'Farm', { removalPolicy });
     this.bucket = new FarmBucket(this, 'Masters', { removalPolicy, noncurrentVersionDays: c.noncurrentVersionDays });
-    this.signingKey = new SigningKey(this, 'Signing', { alias: `alias/bootfarm-${c.stage}-signing`, removalPolicy });
+    // Always retained, whatever the stage's removal policy: every manifest and every appliance's trust hang on it.
+    this.signingKey = new SigningKey(this, 'Signing', { alias: `alias/bootfarm-${c.stage}-signing` });
 
     this.api = new ApiFunction(this, 'Api', {
       environment: {
@@ -56,6 +57,10 @@ export class BootfarmStack extends Stack {
     this.alarms = new ApiAlarms(this, 'Alarms', { fn: this.api.fn, logGroup: this.api.logGroup, latencyMs: c.latencyAlarmMs, email: c.alarmEmail });
 
     new CfnOutput(this, 'ApiUrl', { description: 'The API: bootfarm login --api <this> --token <token>', value: this.endpoint.url });
+    if (this.endpoint.distribution) {
+      new CfnOutput(this, 'FunctionUrl', { description: 'The Function URL behind CloudFront (no 60 s limit: long commits and GC)', value: this.endpoint.functionUrl.url });
+      new CfnOutput(this, 'DistributionDomainName', { description: 'Point the custom domain (CNAME or alias) here', value: this.endpoint.distribution.distributionDomainName });
+    }
     new CfnOutput(this, 'TableName', { description: 'The farm table', value: this.table.table.tableName });
     new CfnOutput(this, 'BucketName', { description: 'The vDisk bucket', value: this.bucket.bucket.bucketName });
     new CfnOutput(this, 'SigningKeyArn', { description: 'The KMS key that signs manifests and snapshots', value: this.signingKey.key.keyArn });
@@ -63,7 +68,8 @@ export class BootfarmStack extends Stack {
     // The command, never a token: the secret is made by whoever runs it, with their own AWS credentials, and printed only to them.
     new CfnOutput(this, 'FirstTokenCommand', {
       description: 'Run once after the first deploy, with credentials that may write the table, to create the first farm-admin token',
-      value: `npx bootfarm cloud first-token --region ${this.region} --table ${this.table.table.tableName}`,
+      // --no-install: in the clone it runs this repository's CLI; elsewhere it fails rather than fetch some other package named bootfarm.
+      value: `npx --no-install bootfarm cloud first-token --region ${this.region} --table ${this.table.table.tableName}`,
     });
   }
 }

@@ -76,16 +76,34 @@ test('an expired admin token does not block a new first token', async () => {
   expect(r.code, r.stderr).toBe(0);
 }, 60_000);
 
-test('bad input: a missing table, a bad expiry, missing flags each get a clear error and create nothing', async () => {
+test('bad input: a missing table, a bad or past expiry, missing flags each get a clear error and create nothing', async () => {
   const region = inject('localAws').region;
+  const before = (await repo.listTokens(100)).items.length;
   const missing = await cli('cloud', 'first-token', '--table', 'no-such-table', '--region', region);
   expect(missing.code).not.toBe(0);
   expect(missing.stderr).toContain(`no table "no-such-table" in ${region}`);
   const badExpiry = await cli('cloud', 'first-token', '--table', tableName, '--region', region, '--expires', 'next tuesday');
   expect(badExpiry.code).not.toBe(0);
   expect(badExpiry.stderr).toContain('--expires next tuesday: not an ISO 8601 time');
+  const past = await cli('cloud', 'first-token', '--table', tableName, '--region', region, '--force', '--expires', '2020-01-01T00:00:00Z');
+  expect(past.code).not.toBe(0);
+  expect(past.stderr).toContain('--expires 2020-01-01T00:00:00Z: is in the past');
   const noRegion = await cli('cloud', 'first-token', '--table', tableName);
   expect(noRegion.code).not.toBe(0);
   expect(noRegion.stderr).toContain("required option '--region <region>' not specified");
-  expect((await repo.listTokens(100)).items).toHaveLength(2);
+  expect((await repo.listTokens(100)).items).toHaveLength(before);
+}, 60_000);
+
+test('credentials the table refuses get a clear error, not a stack trace', async () => {
+  // DynamoDB Local refuses an access key with characters outside A-Z, 0-9 (UnrecognizedClientException), as AWS refuses an unknown key.
+  const saved = env;
+  env = { ...env, AWS_ACCESS_KEY_ID: 'not-a-key!' };
+  try {
+    const r = await cli('cloud', 'first-token', '--table', tableName, '--region', inject('localAws').region, '--force');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('AWS refused your credentials (UnrecognizedClientException)');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  } finally {
+    env = saved;
+  }
 }, 60_000);

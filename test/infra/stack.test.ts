@@ -10,11 +10,50 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { API_TABLE_ACTIONS } from '../../infra/lib/constructs/farm-table.js';
+import * as esbuild from 'esbuild';
 import { synthFarm, type Synthesised } from '../../infra/lib/synth.js';
 import { tableDefinition } from '../../functions/storage/table.js';
 
 type Json = Record<string, any>;
+
+/** The IAM action each SDK command needs (presigned URLs need the action of the command they sign). */
+const IAM_FOR_COMMAND: Record<string, string[]> = {
+  GetCommand: ['dynamodb:GetItem'],
+  PutCommand: ['dynamodb:PutItem'],
+  UpdateCommand: ['dynamodb:UpdateItem'],
+  DeleteCommand: ['dynamodb:DeleteItem'],
+  QueryCommand: ['dynamodb:Query'],
+  BatchGetCommand: ['dynamodb:BatchGetItem'],
+  BatchWriteCommand: ['dynamodb:BatchWriteItem'],
+  TransactWriteCommand: [], // authorised per item, below
+  HeadObjectCommand: ['s3:GetObject'],
+  GetObjectCommand: ['s3:GetObject'],
+  PutObjectCommand: ['s3:PutObject'],
+  DeleteObjectsCommand: ['s3:DeleteObject'],
+  ListObjectsV2Command: ['s3:ListBucket'],
+  GetPublicKeyCommand: ['kms:GetPublicKey'],
+  SignCommand: ['kms:Sign'],
+};
+const IAM_FOR_TX_ITEM: Record<string, string> = { Put: 'dynamodb:PutItem', Update: 'dynamodb:UpdateItem', Delete: 'dynamodb:DeleteItem', ConditionCheck: 'dynamodb:ConditionCheckItem' };
+
+/** Every AWS action the bundled API code can call: the SDK commands in the source files esbuild puts in the bundle. */
+async function actionsTheCodeUses(): Promise<{ actions: Set<string>; unknown: string[] }> {
+  const root = join(import.meta.dirname, '../..');
+  const r = await esbuild.build({ entryPoints: [join(root, 'functions/lambda.ts')], bundle: true, platform: 'node', format: 'esm', write: false, metafile: true, outfile: '/dev/null', logLevel: 'silent', absWorkingDir: root });
+  const own = Object.keys(r.metafile.inputs).filter((f) => !f.includes('node_modules/'));
+  const actions = new Set<string>();
+  const unknown: string[] = [];
+  for (const f of own) {
+    const src = readFileSync(join(root, f), 'utf8');
+    for (const [, cmd] of src.matchAll(/new (\w+Command)\(/g)) {
+      const a = IAM_FOR_COMMAND[cmd!];
+      if (!a) unknown.push(`${f}: ${cmd}`);
+      else a.forEach((x) => actions.add(x));
+    }
+    if (src.includes('TransactWriteCommand')) for (const [, item] of src.matchAll(/\{\s*(Put|Update|Delete|ConditionCheck):\s*\{/g)) actions.add(IAM_FOR_TX_ITEM[item!]!);
+  }
+  return { actions, unknown };
+}
 
 let dir: string;
 let farm: Synthesised;
@@ -117,6 +156,8 @@ describe('signing key', () => {
     template.hasResourceProperties('AWS::KMS::Key', { KeySpec: 'ECC_NIST_P256', KeyUsage: 'SIGN_VERIFY', PendingWindowInDays: 30 });
     template.hasResource('AWS::KMS::Key', { DeletionPolicy: 'Retain' });
     template.hasResourceProperties('AWS::KMS::Alias', { AliasName: 'alias/bootfarm-dev-signing' });
+    // Even a destroy stage keeps it: manifests and appliances' trust depend on it.
+    variant({ removalPolicy: 'destroy' }).t.hasResource('AWS::KMS::Key', { DeletionPolicy: 'Retain', UpdateReplacePolicy: 'Retain' });
   });
 });
 
@@ -164,7 +205,7 @@ describe('least privilege', () => {
     only(raw, 'AWS::IAM::Policy');
   });
 
-  test('grants exactly the table, bucket, key and log operations the API performs, no action wildcards', () => {
+  test('grants exactly the table, bucket, key and log operations the API performs, no action wildcards', async () => {
     const [, policy] = only(raw, 'AWS::IAM::Policy');
     const [tableId] = only(raw, 'AWS::DynamoDB::GlobalTable');
     const [bucketId] = only(raw, 'AWS::S3::Bucket');
@@ -177,15 +218,22 @@ describe('least privilege', () => {
       for (const a of actions(s)) expect(a, 'no wildcard in an action').not.toContain('*');
     }
     const granted = statements.map((s) => ({ actions: actions(s), resource: s.Resource }));
+    // What the code calls, found in the sources the bundle is built from, must be exactly what is granted: nothing missing, nothing extra.
+    const used = await actionsTheCodeUses();
+    expect(used.unknown, 'SDK commands with no IAM mapping in this test: add them to IAM_FOR_COMMAND').toEqual([]);
+    const grantedAws = statements.flatMap(actions).filter((a) => !a.startsWith('logs:'));
+    expect(new Set(grantedAws)).toEqual(used.actions);
+    expect(grantedAws.length, 'no action granted twice').toBe(used.actions.size);
+    const byService = (svc: string) => [...used.actions].filter((a) => a.startsWith(`${svc}:`)).sort();
     expect(granted).toEqual(
       expect.arrayContaining([
         {
-          actions: [...API_TABLE_ACTIONS].sort(),
+          actions: byService('dynamodb'),
           resource: [{ 'Fn::GetAtt': [tableId, 'Arn'] }, { 'Fn::Join': ['', [{ 'Fn::GetAtt': [tableId, 'Arn'] }, '/index/*']] }],
         },
-        { actions: ['s3:DeleteObject', 's3:GetObject', 's3:PutObject'], resource: { 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/*']] } },
+        { actions: byService('s3').filter((a) => a !== 's3:ListBucket'), resource: { 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/*']] } },
         { actions: ['s3:ListBucket'], resource: { 'Fn::GetAtt': [bucketId, 'Arn'] } },
-        { actions: ['kms:GetPublicKey', 'kms:Sign'], resource: { 'Fn::GetAtt': [keyId, 'Arn'] } },
+        { actions: byService('kms'), resource: { 'Fn::GetAtt': [keyId, 'Arn'] } },
         { actions: ['logs:CreateLogStream', 'logs:PutLogEvents'], resource: { 'Fn::GetAtt': [logId, 'Arn'] } },
       ]),
     );
@@ -228,6 +276,10 @@ describe('HTTPS endpoint', () => {
       }),
     });
     expect(json.Outputs.ApiUrl.Value).toBe('https://bootfarm.example.com/');
+    // CloudFront's longest wait without a quota increase (its default is 30 s); the Function URL and the distribution's name are outputs.
+    const [, dist] = only(json, 'AWS::CloudFront::Distribution');
+    expect(dist.Properties.DistributionConfig.Origins[0].CustomOriginConfig).toMatchObject({ OriginReadTimeout: 60, OriginProtocolPolicy: 'https-only' });
+    expect(Object.keys(json.Outputs)).toEqual(expect.arrayContaining(['FunctionUrl', 'DistributionDomainName']));
   });
 });
 
@@ -259,7 +311,7 @@ describe('outputs', () => {
     expect(out.TableName.Value).toEqual({ Ref: tableId });
     expect(out.BucketName.Value).toEqual({ Ref: bucketId });
     expect(out.ApiUrl.Value).toMatchObject({ 'Fn::GetAtt': [expect.stringMatching(/^EndpointUrl/), 'FunctionUrl'] });
-    expect(JSON.stringify(out.FirstTokenCommand.Value)).toContain('npx bootfarm cloud first-token --region eu-west-1 --table ');
+    expect(JSON.stringify(out.FirstTokenCommand.Value)).toContain('npx --no-install bootfarm cloud first-token --region eu-west-1 --table ');
     // Tokens are bft_<id>_<secret> (model/auth.ts); nothing like one, and no parameter or secret resource, is in the template.
     expect(JSON.stringify(raw)).not.toMatch(/bft_[A-Za-z0-9_-]{20,}/);
     expect(resources(raw, 'AWS::SecretsManager::Secret')).toHaveLength(0);

@@ -11,8 +11,11 @@
  *   route authenticates its bearer token in the app itself (`bearerAuth`),
  *   exactly as locally, so the URL's own auth type is NONE.
  * A custom domain goes through CloudFront (caching off, every method, every
- * header but Host forwarded), which a Function URL needs for one.
+ * header but Host forwarded), which a Function URL needs for one. CloudFront
+ * waits at most 60 s for a response: a commit or GC that takes longer must
+ * use the Function URL (output FunctionUrl), whose limit is the function's.
  */
+import { Duration } from 'aws-cdk-lib';
 import * as cloudfront from 'aws-cdk-lib/aws-cloudfront';
 import * as origins from 'aws-cdk-lib/aws-cloudfront-origins';
 import * as acm from 'aws-cdk-lib/aws-certificatemanager';
@@ -51,7 +54,8 @@ export class ApiEndpoint extends Construct {
       httpVersion: cloudfront.HttpVersion.HTTP2_AND_3,
       priceClass: cloudfront.PriceClass.PRICE_CLASS_100,
       defaultBehavior: {
-        origin: new origins.FunctionUrlOrigin(this.functionUrl, { readTimeout: undefined }),
+        // CloudFront's longest response wait without a quota increase; longer work (big commits, GC) goes to the Function URL itself.
+        origin: new origins.FunctionUrlOrigin(this.functionUrl, { readTimeout: Duration.seconds(60) }),
         viewerProtocolPolicy: cloudfront.ViewerProtocolPolicy.HTTPS_ONLY,
         allowedMethods: cloudfront.AllowedMethods.ALLOW_ALL,
         cachePolicy: cloudfront.CachePolicy.CACHING_DISABLED,

@@ -11,12 +11,6 @@ import { Construct } from 'constructs';
 export interface SigningKeyProps {
   /** An alias such as `alias/bootfarm-prod-signing`. */
   readonly alias: string;
-  /**
-   * @default RemovalPolicy.RETAIN: every manifest and every appliance's trust
-   * hangs on this key; deleting it by accident is not undoable after the
-   * pending window.
-   */
-  readonly removalPolicy?: RemovalPolicy;
 }
 
 export class SigningKey extends Construct {
@@ -31,7 +25,8 @@ export class SigningKey extends Construct {
       alias: props.alias,
       // The longest window: a scheduled deletion can be cancelled for 30 days.
       pendingWindow: Duration.days(30),
-      removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+      // Always kept: every manifest and every appliance's trust hang on this key, and its deletion cannot be undone after the window.
+      removalPolicy: RemovalPolicy.RETAIN,
     });
   }
 
