@@ -15,6 +15,11 @@ const root = join(import.meta.dirname, '../..');
 
 test('npm run synth works offline, without Docker or AWS credentials', async () => {
   const ns = `bf-offline-${process.pid}`;
+  // A namespace left by a killed run of this test (its pid is gone) is removed first.
+  for (const line of execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n')) {
+    const m = /^bf-offline-(\d+)\b/.exec(line);
+    if (m && !existsSync(`/proc/${m[1]}`)) execFileSync('ip', ['netns', 'del', `bf-offline-${m[1]}`]);
+  }
   const out = await mkdtemp(join(tmpdir(), 'bootfarm-synth-'));
   execFileSync('ip', ['netns', 'add', ns]);
   try {
