@@ -170,13 +170,14 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
 
   program
     .command('login')
-    .description('save the API URL and token in the CLI config file')
-    .requiredOption('--api <url>', 'control-plane API URL')
-    .requiredOption('--token <token>', 'API token')
-    .action(async (o) => {
-      const c = new ApiClient(o.api.replace(/\/+$/, ''), o.token);
+    .description('check the API URL and token, and save them in the CLI config file: bootfarm login --api URL --token TOKEN')
+    .action(async () => {
+      // --api and --token are the program's own options (like appliance install): a second definition here would never see them.
+      const { api, token } = g();
+      if (!api || !token) throw new UsageError('login needs --api <url> and --token <token>');
+      const c = new ApiClient(api.replace(/\/+$/, ''), token);
       const farm = (await c.get('/v1/farm')).body;
-      await writeConfig(configPath(), { api: o.api, token: o.token });
+      await writeConfig(configPath(), { api: api.replace(/\/+$/, ''), token });
       out.log(`logged in to farm "${farm.name}" (revision ${farm.revision}); saved ${configPath()}`);
     });
 

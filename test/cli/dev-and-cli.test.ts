@@ -95,6 +95,30 @@ describe('bootfarm dev and the CLI', () => {
     expect(r.stdout).toContain('Default');
   });
 
+  test('bootfarm login --api URL --token T checks them and writes a config the CLI then uses', async () => {
+    const other = join(dir, 'login.json');
+    const loginEnv = { ...env, BOOTFARM_CONFIG: other };
+    const as = (...args: string[]) =>
+      run(process.execPath, [BIN, ...args], { env: loginEnv }).then(
+        (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+        (e) => e as { code: number; stdout: string; stderr: string },
+      );
+    const bad = await as('login', '--api', dev.api, '--token', 'bft_aaaaaaaaaaaaaaaa_nope');
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('token is unknown, revoked or expired');
+    await expect(stat(other)).rejects.toThrow();
+    const ok = await as('login', '--api', `${dev.api}/`, '--token', dev.token);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/^logged in to farm "/);
+    expect((await stat(other)).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(await readFile(other, 'utf8'))).toEqual({ api: dev.api, token: dev.token });
+    const list = await as('site', 'list');
+    expect(list.stdout).toContain('Default');
+    const missing = await as('login', '--api', dev.api);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('login needs --api <url> and --token <token>');
+  });
+
   test('CLI creates objects by name and prints tables, or JSON with --json', async () => {
     expect((await cli('vdisk', 'create', 'win11', '--store', 'Default', '--size', '64G')).code).toBe(0);
     const t = await cli('target', 'create', '52-54-00-AA-00-01', '--name', 'pc-0001', '--collection', 'Default', '--vdisk', 'win11', '--set', 'personality=[{"name":"role","value":"kiosk"}]');

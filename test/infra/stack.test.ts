@@ -192,7 +192,7 @@ describe('API function', () => {
   test('keeps its logs for the configured retention (90 days by default)', () => {
     template.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 90 });
     const [logId] = only(raw, 'AWS::Logs::LogGroup');
-    template.hasResourceProperties('AWS::Lambda::Function', { LoggingConfig: { LogFormat: 'JSON', LogGroup: { Ref: logId } } });
+    template.hasResourceProperties('AWS::Lambda::Function', { LoggingConfig: { LogFormat: 'JSON', LogGroup: { Ref: logId }, ApplicationLogLevel: 'INFO', SystemLogLevel: 'WARN' } });
     variant({ logRetentionDays: 30 }).t.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
   });
 });

@@ -70,6 +70,9 @@ export class ApiFunction extends Construct {
       bundling: API_BUNDLING,
       logGroup: this.logGroup,
       loggingFormat: lambda.LoggingFormat.JSON,
+      applicationLogLevelV2: lambda.ApplicationLogLevel.INFO,
+      // The platform's START/END/REPORT lines for every request were most of the log volume (docs/deploy.md, costs); errors and timeouts still show.
+      systemLogLevelV2: lambda.SystemLogLevel.WARN,
       reservedConcurrentExecutions: props.reservedConcurrency,
       tracing: props.tracing ? lambda.Tracing.ACTIVE : lambda.Tracing.DISABLED,
     });
