@@ -132,8 +132,12 @@ export async function testSite(o: { imageMiB?: number; /** Push this raw image i
       if (!e.bootServices) {
         const file = join(dataDir, 'appliance.json');
         const c = JSON.parse(await readFile(file, 'utf8'));
-        // NBD on an ephemeral port of the test's own address: tests run side by side.
-        await writeFile(file, JSON.stringify({ ...c, boot: { proxyDhcp: { enabled: false }, tftp: { enabled: false } }, nbd: { enabled: true, host: e.address ?? '127.0.0.1', port: 0 } }));
+        // NBD on an ephemeral port of the test's own address, heartbeats on the site's own port: tests run side by side, and an
+        // appliance started from this file (`bootfarm appliance run`) must not take the default 7947 that `bootfarm dev` (another test) holds.
+        await writeFile(
+          file,
+          JSON.stringify({ ...c, boot: { proxyDhcp: { enabled: false }, tftp: { enabled: false } }, nbd: { enabled: true, host: e.address ?? '127.0.0.1', port: 0 }, ha: { ...c.ha, host: e.address ?? '127.0.0.1', port: haPort } }),
+        );
       }
       return { dataDir, config: await loadConfig(dataDir), credential: await loadCredential(dataDir) };
     },
