@@ -45,7 +45,7 @@ import type { ProxyConfig } from './dhcp/proxy.js';
 import { startProxyDhcp } from './dhcp/server.js';
 import { startTftpServer } from './tftp/server.js';
 import { SnapshotRefused, SnapshotStore, type CachedSnapshot } from './snapshot-store.js';
-import { newBootId, newerBoot, signExportName, verifyExportName } from './nbd/export-name.js';
+import { bootTime, newBootId, newerBoot, signExportName, verifyExportName } from './nbd/export-name.js';
 import { bootfarmExports } from './nbd/exports.js';
 import { startNbdServer, type NbdServer } from './nbd/server.js';
 import { WriteCaches } from './write-cache/lifecycle.js';
@@ -263,7 +263,13 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       }, 'the target booted again'),
   });
   let ha: Ha | null = null;
-  const exportsProvider = bootfarmExports({ snapshot: () => current?.snapshot ?? null, autoAdded: () => autoAdded.targets(), cache, sessions, writeCaches, log, self: config.applianceId, movedAway: (mac) => ha?.movedAway(mac) ?? null });
+  const exportsProvider = bootfarmExports({ snapshot: () => current?.snapshot ?? null, autoAdded: () => autoAdded.targets(), cache, sessions, writeCaches, log, self: config.applianceId, movedAway: (mac) => ha?.movedAway(mac) ?? null,
+    attached: (claim) => {
+      const started = bootTime(claim.bootId);
+      const data = { mac: claim.mac, vdiskId: claim.vdiskId, version: claim.version, bootStartedAt: new Date(started).toISOString(), durationMs: Math.max(0, Math.min(86_400_000, Date.now() - started)) }; // the boot id's clock (Date.now, as newBootId)
+      emit({ type: 'boot-completed', data }).catch((e) => log('warn', 'boot completion not recorded', { mac: claim.mac, reason: (e as Error).message }));
+    },
+  });
   if (config.nbd.enabled) nbd = await startNbdServer({ host: config.nbd.host, port: config.nbd.port, exports: exportsProvider, log });
 
   // With HA off in the config, peers' load and inventory are unknown: they are failover paths only.
@@ -601,6 +607,8 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
           cacheBytes: cache.status().bytesHeld,
           outboxPending: await outbox.count(),
           offlineSince: outage?.toISOString() ?? null,
+          sessionsByVdisk: sessions.countsByVdisk(),
+          bytesServed: sessions.bytesTotal(),
         };
         const report = inventoryReport(inv);
         await client.reportStatus({ status, ...(report !== reported ? { inventory: { reportedAt: clock().toISOString(), versions: inv } } : {}) }, stopping.signal);

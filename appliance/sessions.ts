@@ -57,6 +57,24 @@ export class Sessions {
     return new Set([...this.byKey.values()].filter((s) => s.vdiskId === vdiskId).map((s) => s.client)).size;
   }
 
+  /** Distinct clients per vDisk, for the vDisks read now. */
+  countsByVdisk(): Record<string, number> {
+    const clients = new Map<string, Set<string>>();
+    for (const s of this.byKey.values()) {
+      let set = clients.get(s.vdiskId);
+      if (!set) clients.set(s.vdiskId, (set = new Set()));
+      set.add(s.client);
+    }
+    return Object.fromEntries([...clients].map(([id, set]) => [id, set.size]));
+  }
+
+  /** Bytes sent since start, every vDisk. */
+  bytesTotal(): number {
+    let n = 0;
+    for (const b of this.bytesByVdisk.values()) n += b;
+    return n;
+  }
+
   /** Distinct clients reading anything. */
   total(): number {
     return new Set([...this.byKey.values()].map((s) => s.client)).size;

@@ -85,6 +85,10 @@ export const ApplianceStatusSchema = z
     outboxPending: z.number().int().min(0),
     /** When it last lost the control plane; null while connected. Reported after the fact, when the link is back. */
     offlineSince: z.iso.datetime({ offset: true }).nullable(),
+    /** Targets streaming each vDisk now (HTTP and NBD), by vDisk id. Optional: appliances before it did not send it. */
+    sessionsByVdisk: z.record(IdSchema, z.number().int().min(0)).optional(),
+    /** Disk bytes sent to targets since `startedAt` (HTTP and NBD): the console derives throughput from two reports. */
+    bytesServed: z.number().int().min(0).optional(),
   })
   .strict()
   .meta({ id: 'ApplianceStatus' });
@@ -113,4 +117,56 @@ export type Appliance = z.infer<typeof ApplianceSchema>;
 /** Where targets reach an appliance: its floating address, else its first streaming address, else its management address. */
 export function serviceAddress(a: Pick<ApplianceInput, 'floatingAddress' | 'streamingAddresses' | 'managementAddress'>): string {
   return a.floatingAddress ?? a.streamingAddresses[0] ?? a.managementAddress;
+}
+
+/**
+ * One minute of an appliance's activity, kept for an hour (the console's live
+ * chart): the last report of that minute. `bytesServed` is the appliance's
+ * counter since `startedAt`, so throughput is the difference of two minutes of
+ * the same run.
+ */
+export const ApplianceSampleSchema = z
+  .object({
+    /** Start of the minute (ISO). */
+    at: z.string(),
+    startedAt: z.string(),
+    sessions: z.number().int().min(0),
+    bytesServed: z.number().int().min(0).nullable(),
+  })
+  .strict()
+  .meta({ id: 'ApplianceSample' });
+export type ApplianceSample = z.infer<typeof ApplianceSampleSchema>;
+
+/** How long samples are kept and shown: the last hour, one a minute. */
+export const HISTORY_MINUTES = 60;
+
+/** The start of the minute `at` falls in, and its slot in the hour (samples are kept in 60 slots, overwritten an hour later). */
+export function sampleMinute(at: Date): { at: string; slot: number } {
+  const m = new Date(Math.floor(at.getTime() / 60_000) * 60_000);
+  return { at: m.toISOString(), slot: m.getUTCMinutes() };
+}
+
+export interface HistoryPoint {
+  at: string;
+  sessions: number;
+  /** Mean bytes per second since the previous minute; null where it cannot be known (first minute of a run, no counter, a gap). */
+  bytesPerSecond: number | null;
+}
+
+/**
+ * The last hour as points, oldest first: samples older than an hour (slots not
+ * overwritten since) are dropped; throughput is the counter's growth over the
+ * minutes between two samples of the same run.
+ */
+export function historySeries(samples: readonly ApplianceSample[], now: Date): HistoryPoint[] {
+  const from = now.getTime() - HISTORY_MINUTES * 60_000;
+  const live = samples.filter((s) => Date.parse(s.at) > from && Date.parse(s.at) <= now.getTime()).sort((a, b) => a.at.localeCompare(b.at));
+  return live.map((s, i) => {
+    const prev = live[i - 1];
+    let rate: number | null = null;
+    if (prev && prev.startedAt === s.startedAt && prev.bytesServed !== null && s.bytesServed !== null && s.bytesServed >= prev.bytesServed) {
+      rate = (s.bytesServed - prev.bytesServed) / ((Date.parse(s.at) - Date.parse(prev.at)) / 1000);
+    }
+    return { at: s.at, sessions: s.sessions, bytesPerSecond: rate };
+  });
 }

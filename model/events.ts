@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { IdSchema, MacSchema } from './common.js';
-import { TargetInputSchema } from './target.js';
+import { SAME_BOOT_MS, TargetInputSchema, type LastBoot } from './target.js';
 
 /** Time-ordered and unique per appliance: `<ms since epoch, base36, 9 chars>-<random>`. */
 export const EventIdSchema = z.string().regex(/^[0-9a-z]{9}-[0-9a-z]{8,32}$/, 'must be <base36 time>-<random>, as the appliance makes it');
@@ -30,6 +30,24 @@ export const ApplianceEventSchema = z.discriminatedUnion('type', [
           /** The appliance chosen to stream the disk. */
           streamingApplianceId: IdSchema.nullable().default(null),
           message: z.string().max(500).default(''),
+        })
+        .strict(),
+    })
+    .strict(),
+  z
+    .object({
+      ...base,
+      /** The booted OS attached its disk (its first NBD connection of that boot): the boot is over. */
+      type: z.literal('boot-completed'),
+      data: z
+        .object({
+          mac: MacSchema,
+          vdiskId: IdSchema,
+          version: z.number().int().min(0),
+          /** When the boot script of this boot was made (from the export name's boot id). */
+          bootStartedAt: z.iso.datetime({ offset: true }),
+          /** Boot script to the OS attaching its disk. */
+          durationMs: z.number().int().min(0).max(86_400_000),
         })
         .strict(),
     })
@@ -85,4 +103,25 @@ export function newEventId(now: Date, random: Uint8Array): string {
   const t = now.getTime().toString(36).padStart(9, '0');
   const r = Buffer.from(random).toString('hex').replace(/[^0-9a-z]/g, '').slice(0, 16).padEnd(8, '0');
   return `${t}-${r}`;
+}
+
+/**
+ * A target's last boot after one appliance event (pure). Events come at least once and in any order (each appliance has its own
+ * outbox): an older boot never replaces a newer one, and the script's event and the OS's completion of the same boot merge
+ * whichever arrives first.
+ */
+export function lastBootAfter(cur: LastBoot | null, applianceId: string, e: Extract<ApplianceEvent, { type: 'boot' | 'boot-completed' }>): LastBoot | null {
+  const at = e.type === 'boot' ? e.at : e.data.bootStartedAt;
+  const same = cur !== null && Math.abs(Date.parse(cur.at) - Date.parse(at)) < SAME_BOOT_MS;
+  if (cur && !same && Date.parse(cur.at) > Date.parse(at)) return null;
+  if (e.type === 'boot') {
+    const d = e.data;
+    const done = same ? { completedAt: cur.completedAt, completedOn: cur.completedOn, durationMs: cur.durationMs } : { completedAt: null, completedOn: null, durationMs: null };
+    return { at, applianceId, outcome: d.outcome, vdiskId: d.vdiskId, version: d.version, streamingApplianceId: d.streamingApplianceId, message: d.message, ...done };
+  }
+  const d = e.data;
+  // Redelivered, or another connection of the same boot: the first attachment is when the boot ended.
+  if (same && cur.completedAt) return null;
+  const base: LastBoot = same ? cur : { at, applianceId: null, outcome: 'vdisk', vdiskId: d.vdiskId, version: d.version, streamingApplianceId: applianceId, message: '', completedAt: null, completedOn: null, durationMs: null };
+  return { ...base, completedAt: e.at, completedOn: applianceId, durationMs: d.durationMs };
 }

@@ -45,6 +45,31 @@ export const TargetInputSchema = z
   })
   .strict();
 
+/**
+ * A target's last boot as its appliances reported it (PVS: the device's status): which appliance answered its
+ * boot script and which one streams it, and, once the OS attached its disk, when and how long the boot took.
+ * Written by the control plane from appliance events, never by an administrator.
+ */
+export interface LastBoot {
+  /** When its boot script was made. */
+  at: string;
+  /** The appliance that answered the boot script; null when only the completion was heard. */
+  applianceId: string | null;
+  outcome: 'vdisk' | 'local-disk' | 'refused';
+  vdiskId: string | null;
+  version: number | null;
+  streamingApplianceId: string | null;
+  message: string;
+  /** When the OS attached its disk (NBD), and on which appliance; null until then (a boot with no NBD never completes). */
+  completedAt: string | null;
+  completedOn: string | null;
+  /** Boot script to the OS attaching its disk. */
+  durationMs: number | null;
+}
+
+/** Two reports are the same boot when their boot times are this close (the script's event and the NBD boot id are made within milliseconds). */
+export const SAME_BOOT_MS = 60_000;
+
 export const TargetSchema = TargetInputSchema.extend({
   ...systemFields,
   /** The collection's site; kept by the control plane. */

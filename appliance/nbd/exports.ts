@@ -35,6 +35,8 @@ export interface BootfarmExportsDeps {
   self?: string;
   /** Why a target was moved away from this appliance (rebalance), while it is refused here. */
   movedAway?(mac: string): string | null;
+  /** The OS of a boot opened its disk here for the first time (told once per boot id): the boot is over. */
+  attached?(claim: ExportClaim): void;
 }
 
 export interface BootfarmExports extends NbdExports {
@@ -56,6 +58,14 @@ interface Resolved {
 
 export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
   const boots = new Map<string, { name: string; clientIp: string | null; description: string }>();
+  /** Boot ids whose disk was opened here (bounded: a boot id is of interest only the first time). */
+  const attachedBoots = new Set<string>();
+  const markAttached = (claim: ExportClaim) => {
+    if (attachedBoots.has(claim.bootId)) return;
+    attachedBoots.add(claim.bootId);
+    if (attachedBoots.size > MAX_LISTED) attachedBoots.delete(attachedBoots.values().next().value as string);
+    deps.attached?.(claim);
+  };
   const pool = new BufferPool(64 * 1024 * 1024);
 
   const unknown = (message: string): ExportRefusal => ({ refused: 'unknown', message });
@@ -154,6 +164,7 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
       const base = info(r);
       if (claim.mode === 'read-only') {
         session.movable = true;
+        markAttached(claim);
         return sessionExport(base, session, deps.sessions, pool);
       }
       let lease;
@@ -169,6 +180,7 @@ export function bootfarmExports(deps: BootfarmExportsDeps): BootfarmExports {
         return lease;
       }
       const o = lease.overlay;
+      markAttached(claim);
       const full = (e: unknown) => {
         if (e instanceof OverlayFull) throw new NbdIoError(NBD_ERRNO.ENOSPC, `write cache of target ${r.target.name} is full: ${e.message}`);
         throw e;

@@ -7,12 +7,14 @@
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import {
   ApplianceInputSchema,
+  ApplianceSampleSchema,
   ApplianceSchema,
   ApplianceStatusReportSchema,
   ChunkHashSchema,
   EventBatchSchema,
   EventResultSchema,
   FarmError,
+  HISTORY_MINUTES,
   IdSchema,
   PageQuerySchema,
   SignedSnapshotSchema,
@@ -20,6 +22,7 @@ import {
   autoAddName,
   autoAddRefusal,
   autoAddTarget,
+  lastBootAfter,
   authorize,
   pageOf,
   snapshotEtag,
@@ -212,6 +215,26 @@ export function applianceRoutes(deps: ApplianceRouteDeps): OpenAPIHono<Env> {
 
   app.openapi(
     createRoute({
+      method: 'get',
+      path: '/appliances/{id}/history',
+      tags: ['Appliances'],
+      summary: 'What an appliance reported over the last hour, one sample a minute (sessions, bytes served): the console chart',
+      security,
+      request: { params: SiteParams },
+      responses: { 200: json(z.object({ samples: z.array(ApplianceSampleSchema) }), `Samples of the last ${HISTORY_MINUTES} minutes, oldest first`), ...errorResponses(401, 403, 404) },
+    }),
+    async (c) => {
+      const { id } = c.req.valid('param');
+      const appliance = await load('appliance', id, repo);
+      authorize(c.get('principal'), 'read', 'appliance', appliance.siteId as string);
+      const from = deps.clock().getTime() - HISTORY_MINUTES * 60_000;
+      const samples = (await repo.applianceHistory(id)).filter((s) => Date.parse(s.at) > from).sort((a, b) => a.at.localeCompare(b.at));
+      return c.json({ samples }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
       method: 'post',
       path: '/appliances/{id}/events',
       tags: ['Appliances'],
@@ -232,7 +255,7 @@ export function applianceRoutes(deps: ApplianceRouteDeps): OpenAPIHono<Env> {
           results.push({ ...before.result, id: e.id, outcome: 'duplicate' });
           continue;
         }
-        const result = await applyEvent(deps, p, siteId, e);
+        const result = await applyEvent(deps, p, siteId, id, e);
         const record: StoredEvent = { id: e.id, siteId, applianceId: id, type: e.type, at: e.at, receivedAt: deps.clock().toISOString(), data: e.data as Record<string, unknown>, result };
         results.push((await repo.putEvent(record)) ? result : { ...result, outcome: 'duplicate' });
       }
@@ -270,7 +293,13 @@ export function applianceRoutes(deps: ApplianceRouteDeps): OpenAPIHono<Env> {
  * farm (they become computer names), so a name taken in another site is
  * renamed too: the other sites' names are read only when that happens.
  */
-async function applyEvent(deps: ApplianceRouteDeps, p: Principal, siteId: string, e: ApplianceEvent): Promise<EventResult> {
+async function applyEvent(deps: ApplianceRouteDeps, p: Principal, siteId: string, applianceId: string, e: ApplianceEvent): Promise<EventResult> {
+  if (e.type === 'boot' || e.type === 'boot-completed') {
+    // Only a target of this site: an appliance cannot write another site's device status.
+    const t = await deps.repo.get('target', e.data.mac);
+    if (t && t.siteId === siteId) await deps.repo.updateLastBoot(e.data.mac, (cur) => lastBootAfter(cur, applianceId, e));
+    return { id: e.id, outcome: 'recorded' };
+  }
   if (e.type !== 'target-auto-added') return { id: e.id, outcome: 'recorded' };
   const { repo } = deps;
   const sent = e.data.target;
@@ -319,3 +348,4 @@ async function applyEvent(deps: ApplianceRouteDeps, p: Principal, siteId: string
     throw err;
   }
 }
+

@@ -27,8 +27,12 @@ import {
   diffObjects,
   type AuditChange,
   type AuditRecord,
+  type ApplianceSample,
   type ApplianceStatus,
   type Inventory,
+  type LastBoot,
+  HISTORY_MINUTES,
+  sampleMinute,
   type StoredEvent,
   type FarmSettings,
   type Principal,
@@ -57,6 +61,11 @@ const SYSTEM = new Set(['id', 'version', 'createdAt', 'updatedAt']);
 const refAttr = (kind: StoredKind | 'token') => `ref_${kind}`;
 /** Prefix of the attributes appliances write about themselves (heartbeat, status, inventory). */
 const REPORTED = 'reported_';
+/** An appliance's minute samples: 60 top-level attributes, slot = minute of the hour (never copied into the object). */
+const SAMPLE = 'sample_';
+const sampleAttr = (slot: number) => `${SAMPLE}${String(slot).padStart(2, '0')}`;
+/** Bumped with every last-boot write: the condition that makes read-modify-write safe. */
+const LAST_BOOT_SEQ = 'lastboot_seq';
 
 /** Thrown inside an attempt to ask for a fresh read and another attempt. */
 class Retry extends Error {}
@@ -436,9 +445,12 @@ export class DynamoFarmRepo implements FarmRepo {
   async reportStatus(applianceId: string, report: { lastHeartbeat: string; status: ApplianceStatus; inventory?: Inventory }): Promise<void> {
     // Written beside the configuration: no version bump, no revision bump, no audit, so heartbeats never change snapshots or ETags.
     // Top-level attributes, not inside `data`: an admin's update rewrites `data` and must not lose a report that landed meanwhile.
-    const names: Record<string, string> = { '#h': `${REPORTED}lastHeartbeat`, '#s': `${REPORTED}status` };
-    const values: Record<string, unknown> = { ':h': report.lastHeartbeat, ':s': report.status };
-    let expr = 'SET #h = :h, #s = :s';
+    // The minute's sample rides in the same write: the last report of a minute stands for it, and its slot is overwritten an hour later.
+    const minute = sampleMinute(new Date(report.lastHeartbeat));
+    const sample: ApplianceSample = { at: minute.at, startedAt: report.status.startedAt, sessions: report.status.sessions, bytesServed: report.status.bytesServed ?? null };
+    const names: Record<string, string> = { '#h': `${REPORTED}lastHeartbeat`, '#s': `${REPORTED}status`, '#m': sampleAttr(minute.slot) };
+    const values: Record<string, unknown> = { ':h': report.lastHeartbeat, ':s': report.status, ':m': sample };
+    let expr = 'SET #h = :h, #s = :s, #m = :m';
     if (report.inventory) {
       names['#i'] = `${REPORTED}inventory`;
       values[':i'] = report.inventory;
@@ -450,6 +462,42 @@ export class DynamoFarmRepo implements FarmRepo {
       if ((e as { name?: string }).name === 'ConditionalCheckFailedException') throw new FarmError('not_found', `appliance ${applianceId} does not exist`);
       throw e;
     }
+  }
+
+  async applianceHistory(applianceId: string): Promise<ApplianceSample[]> {
+    const names = Object.fromEntries(Array.from({ length: HISTORY_MINUTES }, (_, i) => [`#m${i}`, sampleAttr(i)]));
+    const r = await this.doc.send(new GetCommand({ TableName: this.table, Key: this.key('appliance', applianceId), ProjectionExpression: Object.keys(names).join(', '), ExpressionAttributeNames: names }));
+    return Object.entries(r.Item ?? {})
+      .filter(([k]) => k.startsWith(SAMPLE))
+      .map(([, v]) => v as ApplianceSample);
+  }
+
+  async updateLastBoot(mac: string, change: (current: LastBoot | null) => LastBoot | null): Promise<boolean> {
+    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+      const raw = await this.getRaw('target', mac);
+      if (!raw) return false;
+      const current = (raw[`${REPORTED}lastBoot`] as LastBoot | undefined) ?? null;
+      const next = change(current);
+      if (!next) return true;
+      const seq = raw[LAST_BOOT_SEQ] as number | undefined;
+      try {
+        await this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: this.key('target', mac),
+            UpdateExpression: 'SET #b = :b, #q = :next',
+            ConditionExpression: seq === undefined ? 'attribute_exists(pk) AND attribute_not_exists(#q)' : 'attribute_exists(pk) AND #q = :seq',
+            ExpressionAttributeNames: { '#b': `${REPORTED}lastBoot`, '#q': LAST_BOOT_SEQ },
+            ExpressionAttributeValues: { ':b': next, ':next': (seq ?? 0) + 1, ...(seq === undefined ? {} : { ':seq': seq }) },
+          }),
+        );
+        return true;
+      } catch (e) {
+        // Another event of the same target landed in between (or the target went): read again.
+        if ((e as { name?: string }).name !== 'ConditionalCheckFailedException') throw e;
+      }
+    }
+    throw new FarmError('version_mismatch', `the last boot of target ${mac} changed too often to record`);
   }
 
   async peerSecret(siteId: string): Promise<string> {

@@ -2,7 +2,7 @@
  * The storage interface the API owns. One implementation (DynamoDB, tested
  * against DynamoDB Local); the API never sees keys, indexes or transactions.
  */
-import type { ApplianceStatus, AuditRecord, FarmSettings, Inventory, Principal, StoredEvent, Token, TokenInput } from '../../model/index.js';
+import type { ApplianceSample, ApplianceStatus, AuditRecord, FarmSettings, Inventory, LastBoot, Principal, StoredEvent, Token, TokenInput } from '../../model/index.js';
 import type { StoredKind } from './relations.js';
 
 export type Obj = Record<string, unknown> & { id: string; version: number; createdAt: string; updatedAt: string };
@@ -72,6 +72,13 @@ export interface FarmRepo {
 
   /** Heartbeat, status and inventory of an appliance: stored beside its configuration, without a revision bump or audit. */
   reportStatus(applianceId: string, report: { lastHeartbeat: string; status: ApplianceStatus; inventory?: Inventory }): Promise<void>;
+  /** The appliance's samples of the last hour (one a minute, written by reportStatus), in no particular order. */
+  applianceHistory(applianceId: string): Promise<ApplianceSample[]>;
+  /**
+   * A target's last boot, from its appliances' events: `change` gets the one stored (or null) and returns the new one, or null to
+   * leave it. Stored beside the configuration like a heartbeat (no revision bump, no audit); false when the target does not exist.
+   */
+  updateLastBoot(mac: string, change: (current: LastBoot | null) => LastBoot | null): Promise<boolean>;
   /** The secret a site's appliances share to authenticate each other on the LAN (made on first use). */
   peerSecret(siteId: string): Promise<string>;
   getEvent(siteId: string, id: string): Promise<StoredEvent | null>;

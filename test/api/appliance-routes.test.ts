@@ -772,6 +772,72 @@ describe('events', () => {
   });
 });
 
+describe('last boot and activity history (the console)', () => {
+  const completed = (mac: string, bootStartedAt: string, durationMs: number) => ({ id: eventId(), at: new Date(eventClock).toISOString(), type: 'boot-completed', data: { mac, vdiskId: w.vdisk.id, version: 2, bootStartedAt, durationMs } });
+  const lastBoot = async (mac: string) => expectStatus(await farm.api('GET', `/v1/targets/${mac}`), 200).lastBoot;
+
+  it("records a target's last boot from the script's event and the OS's completion, in either order, once", async () => {
+    const revisionBefore = await revision();
+    const boot = bootEvent(w.tTest.mac, w.tTest.mac);
+    expectStatus(await deliver(w.a1, [boot]), 200);
+    expect(await lastBoot(w.tTest.mac)).toEqual({
+      at: boot.at, applianceId: w.a1.appliance.id, outcome: 'vdisk', vdiskId: w.vdisk.id, version: 2, streamingApplianceId: w.a1.appliance.id, message: '', completedAt: null, completedOn: null, durationMs: null,
+    });
+    // The OS attached its disk on a2 (the balancer sent it there) 8.5 s after the script.
+    const done = completed(w.tTest.mac, new Date(Date.parse(boot.at) + 3).toISOString(), 8500);
+    expectStatus(await deliver(w.a2, [done]), 200);
+    expect(await lastBoot(w.tTest.mac)).toMatchObject({ at: boot.at, applianceId: w.a1.appliance.id, completedAt: done.at, completedOn: w.a2.appliance.id, durationMs: 8500 });
+    // A second connection of the same boot (another event id) does not move the end of the boot.
+    expectStatus(await deliver(w.a1, [completed(w.tTest.mac, done.data.bootStartedAt, 20_000)]), 200);
+    expect((await lastBoot(w.tTest.mac)).durationMs).toBe(8500);
+    // Device status is not configuration: no revision, no audit.
+    expect(await revision()).toBe(revisionBefore);
+
+    // The next boot's completion arrives before its script's event (two outboxes): both end up in one record.
+    const nextAt = new Date(eventClock + 600_000).toISOString();
+    const early = completed(w.tTest.mac, nextAt, 4200);
+    expectStatus(await deliver(w.a2, [early]), 200);
+    expect(await lastBoot(w.tTest.mac)).toMatchObject({ at: nextAt, applianceId: null, streamingApplianceId: w.a2.appliance.id, durationMs: 4200 });
+    const late = { ...bootEvent(w.tTest.mac, w.tTest.mac), at: new Date(Date.parse(nextAt) - 2).toISOString() };
+    expectStatus(await deliver(w.a1, [late]), 200);
+    expect(await lastBoot(w.tTest.mac)).toMatchObject({ at: late.at, applianceId: w.a1.appliance.id, durationMs: 4200, completedOn: w.a2.appliance.id });
+    // An older boot delivered late changes nothing.
+    expectStatus(await deliver(w.a1, [bootEvent(w.tTest.mac, w.tTest.mac)]), 200);
+    expect((await lastBoot(w.tTest.mac)).at).toBe(late.at);
+  });
+
+  it("does not let an appliance write another site's target, and ignores MACs the farm does not know", async () => {
+    const before = await lastBoot(w.tB.mac);
+    expectStatus(await deliver(w.a1, [bootEvent(w.tB.mac, null), completed(w.tB.mac, new Date().toISOString(), 1)]), 200);
+    expect(await lastBoot(w.tB.mac)).toEqual(before);
+    const unknown = expectStatus(await deliver(w.a1, [completed(macOf(0xa9f1), new Date().toISOString(), 1)]), 200).results[0];
+    expect(unknown.outcome).toBe('recorded');
+    expectError(await farm.api('GET', `/v1/targets/${macOf(0xa9f1)}`), 404, 'not_found');
+  });
+
+  it('keeps one sample a minute for the last hour; readers of the site see it, others get 403', async () => {
+    const now = Date.now();
+    const at = (minutesAgo: number) => new Date(now - minutesAgo * 60_000).toISOString();
+    const id = w.a1.appliance.id;
+    // Written as the status route writes them; 61 minutes ago is past the hour (its slot was not written again since).
+    for (const [ago, sessions, bytes] of [[61, 9, 0], [30, 4, 1_000], [2, 5, 61_000], [0, 6, 181_000]] as const)
+      await farm.repo.reportStatus(id, { lastHeartbeat: at(ago), status: statusBody({ sessions, bytesServed: bytes, startedAt: '2026-03-01T11:00:00.000Z' }) as any });
+    // The route writes the same sample: the current minute's last report stands for it.
+    expect((await reportStatus(w.a1, { status: statusBody({ sessions: 7, bytesServed: 241_000, sessionsByVdisk: { [w.vdisk.id]: 7 } }) })).status).toBe(204);
+    const readOnlyA = await farm.token({ role: 'read-only', siteId: w.siteA.id });
+    const { samples } = expectStatus(await farm.api('GET', `/v1/appliances/${id}/history`, { token: readOnlyA }), 200);
+    // (Unless the minute turned between the two writes: then both are there.)
+    const turned = Math.floor(now / 60_000) !== Math.floor(Date.now() / 60_000);
+    expect(samples.map((x: any) => [x.sessions, x.bytesServed])).toEqual([[4, 1_000], [5, 61_000], ...(turned ? [[6, 181_000]] : []), [7, 241_000]]);
+    expect(samples.map((x: any) => x.at)).toEqual([...samples.map((x: any) => x.at)].sort());
+    const siteAdminB = await farm.token({ role: 'site-admin', siteId: w.siteB.id });
+    expectError(await farm.api('GET', `/v1/appliances/${id}/history`, { token: siteAdminB }), 403, 'forbidden');
+    expectError(await farm.api('GET', `/v1/appliances/${id}/history`, { token: w.a1.token }), 403, 'forbidden');
+    expectError(await farm.api('GET', '/v1/appliances/app_doesnotexist2345/history'), 404, 'not_found');
+    expect(expectStatus(await farm.api('GET', `/v1/appliances/${id}`), 200).status.sessionsByVdisk).toEqual({ [w.vdisk.id]: 7 });
+  });
+});
+
 describe('deleting an enrolled appliance', () => {
   it('is refused while its credential exists; after the credential is revoked it gets 401 and the appliance can go', async () => {
     const e = await enrolled(w.siteA.id, 'doomed');

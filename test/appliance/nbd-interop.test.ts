@@ -81,6 +81,26 @@ describe.skipIf(missing.length > 0)('NBD with real clients', () => {
     expect(await io(b.uri, 'write -P 0x5a 0 4k')).toMatch(/read-only|Permission denied|not permitted/i);
     // The session counts as this appliance's load for the vDisk.
     expect(h.sessions.list().some((s) => s.protocol === 'nbd' && s.client === MAC)).toBe(true);
+
+    // The control plane learns it from the appliance: the OS attached its disk (the boot is over, and how long it took), the
+    // sessions per vDisk and the bytes sent in the status, and a sample for the console's chart of the last hour.
+    const target = await until('the last boot reaches the cloud', async () => {
+      const r = await t.farm.api('GET', `/v1/targets/${MAC}`);
+      return r.body.lastBoot?.completedAt ? r.body : null;
+    }, 20_000);
+    const app = h.snapshot()!.appliances.find((a) => a.name === 'nbd-app')!;
+    expect(target.lastBoot).toMatchObject({ outcome: 'vdisk', vdiskId: t.vdiskId, applianceId: app.id, streamingApplianceId: app.id, completedOn: app.id });
+    expect(target.lastBoot.durationMs).toBeGreaterThanOrEqual(0);
+    expect(target.lastBoot.durationMs).toBeLessThan(30_000);
+    expect(Date.parse(target.lastBoot.completedAt)).toBeGreaterThanOrEqual(Date.parse(target.lastBoot.at));
+    const status = await until('a status with the NBD session', async () => {
+      const r = await t.farm.api('GET', `/v1/appliances/${app.id}`);
+      return (r.body.status?.sessionsByVdisk?.[t.vdiskId] ?? 0) >= 1 && r.body.status.bytesServed >= 2 * t.image.length ? r.body.status : null;
+    }, 20_000);
+    expect(status.sessions).toBeGreaterThanOrEqual(1);
+    const history = (await t.farm.api('GET', `/v1/appliances/${app.id}/history`)).body.samples;
+    expect(history.at(-1)).toMatchObject({ startedAt: status.startedAt });
+    expect(history.at(-1).sessions).toBeGreaterThanOrEqual(1);
   });
 
   it('refuses names it did not sign, names edited to another target, and names of another site', async () => {
