@@ -20,6 +20,7 @@ import type { Signer } from './signing.js';
 import { contentRoutes } from './routes/content.js';
 import { replicationRoutes } from './routes/replication.js';
 import { applianceRoutes } from './routes/appliances.js';
+import { consoleRoutes } from './console/index.js';
 
 export interface AppDeps {
   repo: FarmRepo;
@@ -50,6 +51,9 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${c.req.path}`), 404));
 
   app.get('/health', (c) => c.json({ status: 'ok' }));
+  // The web console: pages over the same API, called in-process with the signed-in token.
+  app.route('/console', consoleRoutes({ repo: deps.repo, api: app, clock }));
+  app.get('/', (c) => c.redirect('/console', 302));
 
   // Chunk lists of large disks need more than other bodies; 6 MB is Lambda's request limit. A hash is 67 bytes of JSON, so with
   // 4 MiB chunks a fully written disk of up to about 349 GiB fits (89,500 chunks) (all-zero chunks are 5 bytes); a larger one needs larger chunks (API chunkSize).

@@ -66,6 +66,7 @@ export async function runDev(o: DevOptions): Promise<void> {
     o.log(`Admin token: ${token}`);
     o.log(`Data: ${dataDir}${seeded ? ' (new farm: seeded a demo site, store and collection)' : ''}`);
     o.log(`OpenAPI: ${api}/v1/openapi.json`);
+    o.log(`Console: ${api}/console (sign in with the admin token)`);
     held.forEach((l) => o.log(l));
     held = null;
     if (seeded) {

@@ -376,6 +376,33 @@ describe('the deployed Lambda bundle', () => {
     expect(dup.json().error.field).toBe('limit');
   });
 
+  it('serves the web console: sign-in page, a session cookie in the cookies array, the farm tree with it, the same on every channel', async () => {
+    const login = await same({ method: 'GET', path: '/console/login', headers: { accept: 'text/html' } });
+    expect(login.status).toBe(200);
+    expect(login.headers['content-type']).toMatch(/^text\/html/);
+    expect(login.headers['content-security-policy']).toContain("default-src 'none'");
+    expect(login.body.toString()).toContain('API token');
+    const css = /href="(\/console\/assets\/console\.[0-9a-f]{12}\.css)"/.exec(login.body.toString())![1]!;
+    expect((await same({ method: 'GET', path: css })).headers['content-type']).toMatch(/^text\/css/);
+
+    // Signing in answers 303 and sets the session cookie: through a Function URL or an HTTP API that is the response's cookies array.
+    const form = { method: 'POST', path: '/console/login', headers: { 'content-type': 'application/x-www-form-urlencoded', 'sec-fetch-site': 'same-origin' }, body: `token=${encodeURIComponent(adminToken)}` };
+    for (const ch of HANDLER_CHANNELS) {
+      const r = await call(ch, form);
+      expect(r.status, describeRes(r)).toBe(303);
+      expect(r.headers.location).toBe('/console');
+      expect(r.cookies).toHaveLength(1);
+      expect(r.cookies[0]).toMatch(/^bootfarm_console=bft_.*; Max-Age=43200; Path=\/console; HttpOnly; Secure; SameSite=Strict$/); // Secure: the URL is HTTPS
+      const tree = await call(ch, { method: 'GET', path: '/console', headers: { accept: 'text/html', cookie: r.cookies[0]!.split(';')[0]! } });
+      expect(tree.status, describeRes(tree)).toBe(200);
+      expect(tree.body.toString()).toContain('aria-label="Farm tree"');
+    }
+    // Without a session, pages send the browser to sign in.
+    const anon = await same({ method: 'GET', path: '/console/targets', headers: { accept: 'text/html' } });
+    expect(anon.status).toBe(303);
+    expect(anon.headers.location).toBe('/console/login');
+  });
+
   describe('vDisk content', () => {
     let storeId: string;
     beforeAll(async () => {
