@@ -266,7 +266,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
   const exportsProvider = bootfarmExports({ snapshot: () => current?.snapshot ?? null, autoAdded: () => autoAdded.targets(), cache, sessions, writeCaches, log, self: config.applianceId, movedAway: (mac) => ha?.movedAway(mac) ?? null,
     attached: (claim) => {
       const started = bootTime(claim.bootId);
-      const data = { mac: claim.mac, vdiskId: claim.vdiskId, version: claim.version, bootStartedAt: new Date(started).toISOString(), durationMs: Math.max(0, Math.min(86_400_000, Date.now() - started)) }; // the boot id's clock (Date.now, as newBootId)
+      const data = { mac: claim.mac, vdiskId: claim.vdiskId, version: claim.version, bootId: claim.bootId, bootStartedAt: new Date(started).toISOString(), durationMs: Math.max(0, Math.min(86_400_000, Date.now() - started)) }; // the boot id's clock (Date.now, as newBootId)
       emit({ type: 'boot-completed', data }).catch((e) => log('warn', 'boot completion not recorded', { mac: claim.mac, reason: (e as Error).message }));
     },
   });
@@ -284,7 +284,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
         await emit({ type: 'target-auto-added', data: { target: t } });
       },
       recordBoot: async (e) => {
-        await emit({ type: 'boot', data: { mac: e.mac, targetId: e.targetId, outcome: e.outcome, vdiskId: e.vdiskId, version: e.version, streamingApplianceId: e.streamingApplianceId, message: e.message.slice(0, 500) } });
+        await emit({ type: 'boot', data: { mac: e.mac, targetId: e.targetId, outcome: e.outcome, vdiskId: e.vdiskId, version: e.version, streamingApplianceId: e.streamingApplianceId, message: e.message.slice(0, 500), ...(e.bootId ? { bootId: e.bootId } : {}) } });
       },
       self: config.applianceId,
       state: (id) => (ha ? ha.state(id) : id === config.applianceId ? selfState : unknownPeer),

@@ -52,6 +52,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
 
   app.get('/health', (c) => c.json({ status: 'ok' }));
   // The web console: pages over the same API, called in-process with the signed-in token.
+  app.get('/console/', (c) => c.redirect('/console', 301));
   app.route('/console', consoleRoutes({ repo: deps.repo, api: app, clock }));
   app.get('/', (c) => c.redirect('/console', 302));
 

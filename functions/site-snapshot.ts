@@ -63,7 +63,8 @@ export async function buildSiteSnapshot(deps: SnapshotDeps, siteId: string): Pro
     // Only configuration: heartbeats and inventory change every few seconds and are not part of the farm revision.
     appliances: appliances.map(({ lastHeartbeat, inventory, status, ...a }) => SnapshotApplianceSchema.parse(a)),
     collections: collections as unknown as Collection[],
-    targets: targets as unknown as Target[],
+    // A target's last boot is device status, not configuration (and changes at every boot).
+    targets: targets.map((t) => ({ ...t, lastBoot: null })) as unknown as Target[],
     vdisks,
     stores,
     versions,

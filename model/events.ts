@@ -6,12 +6,15 @@
  */
 import { z } from 'zod';
 import { IdSchema, MacSchema } from './common.js';
-import { SAME_BOOT_MS, TargetInputSchema, type LastBoot } from './target.js';
+import { TargetInputSchema, type LastBoot } from './target.js';
 
 /** Time-ordered and unique per appliance: `<ms since epoch, base36, 9 chars>-<random>`. */
 export const EventIdSchema = z.string().regex(/^[0-9a-z]{9}-[0-9a-z]{8,32}$/, 'must be <base36 time>-<random>, as the appliance makes it');
 
 const base = { id: EventIdSchema, at: z.iso.datetime({ offset: true }) };
+
+/** A boot's id in NBD export names: its time in ms (12 hex digits) and 32 random bits (appliance/nbd/export-name.ts). */
+export const BootIdSchema = z.string().regex(/^[0-9a-f]{20}$/, 'must be 20 hex digits, as in an export name');
 
 export const ApplianceEventSchema = z.discriminatedUnion('type', [
   z
@@ -30,6 +33,8 @@ export const ApplianceEventSchema = z.discriminatedUnion('type', [
           /** The appliance chosen to stream the disk. */
           streamingApplianceId: IdSchema.nullable().default(null),
           message: z.string().max(500).default(''),
+          /** The boot id of the NBD export name the script handed out (its OS's completion names it too); absent when none was. */
+          bootId: BootIdSchema.optional(),
         })
         .strict(),
     })
@@ -44,6 +49,8 @@ export const ApplianceEventSchema = z.discriminatedUnion('type', [
           mac: MacSchema,
           vdiskId: IdSchema,
           version: z.number().int().min(0),
+          /** The boot, from the signed export name the OS opened. */
+          bootId: BootIdSchema,
           /** When the boot script of this boot was made (from the export name's boot id). */
           bootStartedAt: z.iso.datetime({ offset: true }),
           /** Boot script to the OS attaching its disk. */
@@ -106,22 +113,24 @@ export function newEventId(now: Date, random: Uint8Array): string {
 }
 
 /**
- * A target's last boot after one appliance event (pure). Events come at least once and in any order (each appliance has its own
- * outbox): an older boot never replaces a newer one, and the script's event and the OS's completion of the same boot merge
- * whichever arrives first.
+ * A target's last boot after one appliance event (pure); null: nothing changes. Events come at least once and in any order (each
+ * appliance has its own outbox), so:
+ * - the script's event and the OS's completion of one boot (the same boot id) merge, whichever arrives first;
+ * - the first completion of a boot is when it ended (another connection, or a redelivery, changes nothing);
+ * - an older boot never replaces a newer one (by the time of its script).
  */
 export function lastBootAfter(cur: LastBoot | null, applianceId: string, e: Extract<ApplianceEvent, { type: 'boot' | 'boot-completed' }>): LastBoot | null {
   const at = e.type === 'boot' ? e.at : e.data.bootStartedAt;
-  const same = cur !== null && Math.abs(Date.parse(cur.at) - Date.parse(at)) < SAME_BOOT_MS;
-  if (cur && !same && Date.parse(cur.at) > Date.parse(at)) return null;
+  const bootId = e.data.bootId ?? null;
+  const same = cur !== null && bootId !== null && cur.bootId === bootId;
+  if (cur && !same && Date.parse(cur.at) >= Date.parse(at)) return null;
   if (e.type === 'boot') {
     const d = e.data;
     const done = same ? { completedAt: cur.completedAt, completedOn: cur.completedOn, durationMs: cur.durationMs } : { completedAt: null, completedOn: null, durationMs: null };
-    return { at, applianceId, outcome: d.outcome, vdiskId: d.vdiskId, version: d.version, streamingApplianceId: d.streamingApplianceId, message: d.message, ...done };
+    return { at, bootId, applianceId, outcome: d.outcome, vdiskId: d.vdiskId, version: d.version, streamingApplianceId: d.streamingApplianceId, message: d.message, ...done };
   }
   const d = e.data;
-  // Redelivered, or another connection of the same boot: the first attachment is when the boot ended.
   if (same && cur.completedAt) return null;
-  const base: LastBoot = same ? cur : { at, applianceId: null, outcome: 'vdisk', vdiskId: d.vdiskId, version: d.version, streamingApplianceId: applianceId, message: '', completedAt: null, completedOn: null, durationMs: null };
+  const base: LastBoot = same ? cur : { at, bootId, applianceId: null, outcome: 'vdisk', vdiskId: d.vdiskId, version: d.version, streamingApplianceId: applianceId, message: '', completedAt: null, completedOn: null, durationMs: null };
   return { ...base, completedAt: e.at, completedOn: applianceId, durationMs: d.durationMs };
 }

@@ -53,6 +53,8 @@ export const TargetInputSchema = z
 export interface LastBoot {
   /** When its boot script was made. */
   at: string;
+  /** The boot id its NBD export name carries (the script's event and the OS's completion name it); null when no NBD was offered. */
+  bootId: string | null;
   /** The appliance that answered the boot script; null when only the completion was heard. */
   applianceId: string | null;
   outcome: 'vdisk' | 'local-disk' | 'refused';
@@ -66,9 +68,6 @@ export interface LastBoot {
   /** Boot script to the OS attaching its disk. */
   durationMs: number | null;
 }
-
-/** Two reports are the same boot when their boot times are this close (the script's event and the NBD boot id are made within milliseconds). */
-export const SAME_BOOT_MS = 60_000;
 
 export const TargetSchema = TargetInputSchema.extend({
   ...systemFields,

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Hono } from 'hono';
 import { normalizeMac, type Snapshot, type StreamMode, type TargetInput } from '../../model/index.js';
 import type { LogFn } from '../log.js';
+import { bootIdOf } from '../nbd/export-name.js';
 import { planBoot, type ApplianceState } from './plan.js';
 import { bootScript, genericScript, ipxeText, retryScript } from './script.js';
 
@@ -26,7 +27,8 @@ export interface BootRouteDeps {
   /** Records an offline auto-add (disk + outbox). */
   recordAutoAdd(t: TargetInput): Promise<void>;
   /** Queues the boot event. */
-  recordBoot(e: ReturnType<typeof planBoot>['event'] & { mac: string }): Promise<void>;
+  /** `bootId`: the boot id of the NBD export name the script carries (the OS's completion names the same boot). */
+  recordBoot(e: ReturnType<typeof planBoot>['event'] & { mac: string; bootId: string | null }): Promise<void>;
   self: string;
   state(applianceId: string): ApplianceState;
   /** A boot script sent this target to that appliance: it counts as that appliance's load at once (site HA shares it with peers). */
@@ -120,7 +122,9 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
     if (r.event.outcome === 'vdisk' && r.event.vdiskId && r.event.streamingApplianceId) deps.assigned?.(mac, clientIp, r.event.vdiskId, r.event.streamingApplianceId);
     if (r.plan.kind === 'vdisk' && r.plan.nbd && deps.nbd)
       deps.nbd.issued(mac, r.plan.nbd.exportName, clientIp, `${r.plan.target.name}: vDisk ${r.plan.vdisk.name} version ${r.plan.version} (${r.plan.nbd.mode})`);
-    if (shouldRecord(mac, `${r.event.outcome}|${r.event.vdiskId}|${r.event.version}|${r.event.streamingApplianceId}`)) await deps.recordBoot({ ...r.event, mac });
+    // Each boot handed an NBD export is a boot of its own (its id is new); other answers repeat while a target retries.
+    const bootId = r.plan.kind === 'vdisk' && r.plan.nbd ? bootIdOf(r.plan.nbd.exportName) : null;
+    if (shouldRecord(mac, `${r.event.outcome}|${r.event.vdiskId}|${r.event.version}|${r.event.streamingApplianceId}|${bootId}`)) await deps.recordBoot({ ...r.event, mac, bootId });
     deps.log(r.event.outcome === 'refused' ? 'warn' : 'info', 'boot script', { mac, clientIp, arch: c.req.query('arch') ?? null, outcome: r.event.outcome, vdiskId: r.event.vdiskId, version: r.event.version, appliance: r.event.streamingApplianceId, message: r.event.message });
     return c.body(bootScript(r.plan, snapshot.site.bootstrap), 200, text);
   });

@@ -67,6 +67,11 @@ export function newBootId(nowMs: number, random: Buffer): string {
   return Math.floor(nowMs).toString(16).padStart(12, '0').slice(-12) + random.subarray(0, 4).toString('hex');
 }
 
+/** The boot id a well-formed export name carries (its signature is not checked: for records, never for access). */
+export function bootIdOf(name: string): string | null {
+  return NAME.exec(name)?.[5] ?? null;
+}
+
 /** When the boot began (ms since the epoch). */
 export function bootTime(bootId: string): number {
   return parseInt(bootId.slice(0, 12), 16);

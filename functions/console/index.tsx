@@ -16,11 +16,12 @@ import { Page, type Section } from './layout.js';
 import { Activity, type ApplianceActivity } from './pages/activity.js';
 import { AuditPage, type AuditView } from './pages/audit.js';
 import { FarmPage } from './pages/farm.js';
-import { LoginPage } from './pages/login.js';
+import { ErrorPage, LoginPage } from './pages/login.js';
 import { SitePage, type SiteView } from './pages/site.js';
 import { TargetsPage, type TargetsView } from './pages/targets.js';
 import { Matrix, VdiskPage, type VdiskView } from './pages/vdisk.js';
-import { checkSignIn, endSession, readSession, startSession, type Session } from './session.js';
+import { deleteCookie } from 'hono/cookie';
+import { checkSignIn, endSession, readSession, SESSION_COOKIE, startSession, type Session } from './session.js';
 
 export interface ConsoleDeps {
   repo: FarmRepo;
@@ -59,7 +60,8 @@ export function can(p: Principal, action: Action, kind: ObjectKind, siteId: stri
 const SECURITY_HEADERS = {
   'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
+  // Not no-referrer: with it browsers send `Origin: null` on the console's own form posts.
+  'referrer-policy': 'same-origin',
   'cache-control': 'no-store',
 };
 
@@ -98,10 +100,15 @@ export function consoleRoutes(deps: ConsoleDeps): Hono<Env> {
   });
 
   // Cross-site form posts: the session cookie is SameSite=Strict (not sent), and browsers say where a request comes from.
+  // Browsers without Sec-Fetch-Site still send Origin with a form post: then it must be this host (an opaque `null` origin is
+  // refused too). Browsers that send neither rely on the SameSite=Strict cookie alone.
   app.use('*', async (c, next) => {
     if (c.req.method === 'POST') {
       const site = c.req.header('sec-fetch-site');
-      if (site && site !== 'same-origin' && site !== 'none') return c.text('Cross-site request refused', 403);
+      const origin = c.req.header('origin');
+      const host = c.req.header('x-forwarded-host') ?? c.req.header('host') ?? new URL(c.req.url).host;
+      const crossSite = site ? site !== 'same-origin' && site !== 'none' : origin !== undefined && safeHost(origin) !== host;
+      if (crossSite) return c.text('Cross-site request refused', 403);
     }
     return next();
   });
@@ -122,11 +129,11 @@ export function consoleRoutes(deps: ConsoleDeps): Hono<Env> {
     const token = typeof form.token === 'string' ? form.token.trim() : '';
     const r = await checkSignIn(deps.repo, token, deps.clock());
     if ('error' in r) return render(c, 401, 'Sign in', 'login', <LoginPage error={r.error} />, null);
-    startSession(c, token);
+    await startSession(c, deps.repo, token, deps.clock());
     return c.redirect('/console', 303);
   });
-  app.post('/logout', (c) => {
-    endSession(c);
+  app.post('/logout', async (c) => {
+    await endSession(c, deps.repo);
     return c.redirect('/console/login', 303);
   });
 
@@ -187,9 +194,7 @@ export function consoleRoutes(deps: ConsoleDeps): Hono<Env> {
     const servers: { address: string; port: number }[] = [];
     for (let i = 0; i < 4; i++) {
       const raw = (f[`server${i}`] ?? '').trim();
-      if (!raw) continue;
-      const m = /^(.*?)(?::(\d+))?$/.exec(raw)!;
-      servers.push({ address: m[1]!, port: m[2] ? Number(m[2]) : 80 });
+      if (raw) servers.push(parseServer(raw));
     }
     const num = (name: string) => (f[name]?.trim() === '' || f[name] === undefined ? undefined : Number(f[name]));
     const patch = {
@@ -207,6 +212,8 @@ export function consoleRoutes(deps: ConsoleDeps): Hono<Env> {
       return c.redirect(`/console/sites/${id}?done=site-saved`, 303);
     } catch (e) {
       const err = failure(e);
+      // Changed by someone else since the page was read: show what is stored now, not what was typed over it.
+      if (err.status === 409 || err.status === 412) return sitePage(c, { message: `${err.message}: the page shows the site as it is now; make your change again`, field: null }, undefined, err.status);
       return sitePage(c, { message: err.message, field: err.field }, f, err.status);
     }
   });
@@ -251,7 +258,9 @@ export function consoleRoutes(deps: ConsoleDeps): Hono<Env> {
   );
   app.post('/vdisks/:id/merge', async (c) => {
     const f = await formOf(c);
-    return vdiskAction(c, 'merged', 'versions', () => api(c).request('POST', `/v1/vdisks/${encodeURIComponent(c.req.param('id'))}/merge`, { version: Number(f.from) }));
+    // The new base keeps the state of the version it merges (a test version stays in test): the API's default is production.
+    const state = f.state === 'test' || f.state === 'production' ? f.state : 'test';
+    return vdiskAction(c, 'merged', 'versions', () => api(c).request('POST', `/v1/vdisks/${encodeURIComponent(c.req.param('id'))}/merge`, { version: Number(f.from), state }));
   });
   app.post('/vdisks/:id/load-balancing', async (c) => {
     const f = await formOf(c);
@@ -270,7 +279,12 @@ export function consoleRoutes(deps: ConsoleDeps): Hono<Env> {
     const a = api(c);
     const q = (c.req.query('q') ?? '').trim();
     const collectionId = c.req.query('collection') ?? add.typed.collectionId ?? '';
-    const [all, collections, vdisks, appliances] = await Promise.all([a.all('/v1/targets'), a.all('/v1/collections'), a.all('/v1/vdisks'), a.all('/v1/appliances')]);
+    const [all, collections, vdisks, appliances] = await Promise.all([
+      a.all(collectionId ? `/v1/targets?collectionId=${encodeURIComponent(collectionId)}` : '/v1/targets'),
+      a.all('/v1/collections'),
+      a.all('/v1/vdisks'),
+      a.all('/v1/appliances'),
+    ]);
     const macQuery = q.toLowerCase().replace(/[^0-9a-f]/g, '');
     const matches = all.filter(
       (t: Row) =>
@@ -282,13 +296,14 @@ export function consoleRoutes(deps: ConsoleDeps): Hono<Env> {
     const v: TargetsView = {
       q,
       collectionId,
-      targets: matches.slice(0, 500),
-      total: all.length,
+      targets: matches.slice(0, SHOWN),
+      matching: matches.length,
       collections,
       vdisks,
       appliances,
       canCreate: collections.some((col: Row) => can(p, 'create', 'target', col.siteId)) || (anySite !== null && can(p, 'create', 'target', anySite)),
-      canBulk: collections.some((col: Row) => can(p, 'update', 'target', col.siteId, ['assignments', 'type', 'disabled'])),
+      canBulk: collections.some((col: Row) => can(p, 'update', 'target', col.siteId, ['assignments', 'type'])),
+      canOperate: collections.some((col: Row) => can(p, 'update', 'target', col.siteId, ['disabled', 'bootFrom'])),
       add,
       bulk,
     };
@@ -319,16 +334,23 @@ export function consoleRoutes(deps: ConsoleDeps): Hono<Env> {
     else if (f.vdiskId) patch.assignments = [{ vdiskId: f.vdiskId }];
     if (f.type) patch.type = f.type;
     if (f.disabled) patch.disabled = f.disabled === 'true';
+    if (f.bootFrom) patch.bootFrom = f.bootFrom;
     if (!f.collectionId || Object.keys(patch).length === 0) return targetsPage(c, undefined, { error: 'Choose a collection and at least one change.' }, 400);
     const a = api(c);
+    let members: Row[] = [];
+    let done = 0;
     try {
-      const members = (await a.all('/v1/targets')).filter((t: Row) => t.collectionId === f.collectionId);
+      members = await a.all(`/v1/targets?collectionId=${encodeURIComponent(f.collectionId)}`);
       // One PATCH per target, as `bootfarm target update` would send, each with the version it read.
-      for (const t of members) await a.request('PATCH', `/v1/targets/${encodeURIComponent(t.mac)}`, patch, { 'content-type': 'application/merge-patch+json', 'if-match': `"${t.version}"` });
+      for (const t of members) {
+        await a.request('PATCH', `/v1/targets/${encodeURIComponent(t.mac)}`, patch, { 'content-type': 'application/merge-patch+json', 'if-match': `"${t.version}"` });
+        done++;
+      }
       return c.redirect(`/console/targets?collection=${encodeURIComponent(f.collectionId)}&done=bulk-applied`, 303);
     } catch (e) {
       const err = failure(e);
-      return targetsPage(c, undefined, { error: err.message }, err.status);
+      const where = members[done] ? `Changed ${done} of ${members.length} targets; stopped at ${members[done]!.name} (${members[done]!.mac}): ` : '';
+      return targetsPage(c, undefined, { error: `${where}${err.message}` }, err.status);
     }
   });
 
@@ -336,7 +358,7 @@ export function consoleRoutes(deps: ConsoleDeps): Hono<Env> {
   app.get('/audit', async (c) => {
     const filters = { actor: c.req.query('actor') ?? '', objectType: c.req.query('objectType') ?? '', objectId: c.req.query('objectId') ?? '', from: c.req.query('from') ?? '', to: c.req.query('to') ?? '' };
     const qs = new URLSearchParams({ limit: '100' });
-    for (const [k, v] of Object.entries(filters)) if (v) qs.set(k, k === 'from' || k === 'to' ? `${v.length === 16 ? `${v}:00` : v}Z` : v);
+    for (const [k, v] of Object.entries(filters)) if (v) qs.set(k, k === 'from' || k === 'to' ? utcOf(v, k === 'to') : v);
     const cursor = c.req.query('cursor');
     if (cursor) qs.set('cursor', cursor);
     const p = c.get('session').principal;
@@ -354,8 +376,15 @@ export function consoleRoutes(deps: ConsoleDeps): Hono<Env> {
   });
 
   app.onError((e, c) => {
-    if (e instanceof ApiError && (e.status === 404 || e.status === 403)) return c.text(e.message, e.status);
-    throw e;
+    if (!(e instanceof ApiError)) throw e;
+    // The token was revoked or expired while signed in.
+    if (e.status === 401) {
+      deleteCookie(c, SESSION_COOKIE, { path: '/console' });
+      return c.redirect('/console/login', 303);
+    }
+    const session = c.get('session') as Session | undefined;
+    const status = (e.status >= 400 && e.status < 500 ? e.status : 502) as 400;
+    return render(c, status, 'Not possible', 'farm', <ErrorPage status={e.status} message={e.message} />, session?.principal ?? null);
   });
   return app;
 }
@@ -365,4 +394,33 @@ async function formOf(c: Context): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(body)) if (typeof v === 'string') out[k] = v;
   return out;
+}
+
+/** Shown per page: a farm of thousands of targets is searched, not scrolled. */
+const SHOWN = 500;
+
+/**
+ * A bootstrap server as typed: `host`, `host:port`, an IPv4 address with a port, an IPv6 address alone, or `[IPv6]:port`.
+ * The API validates what comes out.
+ */
+export function parseServer(raw: string): { address: string; port: number } {
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(raw);
+  if (v6) return { address: v6[1]!, port: v6[2] ? Number(v6[2]) : 80 };
+  if ((raw.match(/:/g) ?? []).length > 1) return { address: raw, port: 80 };
+  const m = /^(.*?)(?::(\d+))?$/.exec(raw)!;
+  return { address: m[1]!, port: m[2] ? Number(m[2]) : 80 };
+}
+
+/** A datetime-local value (UTC, as the form's labels say) as the API's ISO time; `end`: the whole minute it names. */
+function utcOf(v: string, end: boolean): string {
+  if (/^\d{4}-\d\d-\d\dT\d\d:\d\d$/.test(v)) return `${v}:${end ? '59.999' : '00'}Z`;
+  return /[zZ]|[+-]\d\d:\d\d$/.test(v) ? v : `${v}Z`;
+}
+
+function safeHost(origin: string): string | null {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return null;
+  }
 }

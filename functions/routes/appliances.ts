@@ -23,10 +23,13 @@ import {
   autoAddRefusal,
   autoAddTarget,
   lastBootAfter,
+  sampleMinute,
   authorize,
   pageOf,
   snapshotEtag,
   type ApplianceEvent,
+  type ApplianceSample,
+  type ApplianceStatus,
   type Collection,
   type EventResult,
   type Principal,
@@ -55,6 +58,9 @@ export interface ApplianceRouteDeps {
   /** Lifetime of chunk download URLs. */
   chunkUrlSeconds?: number;
 }
+
+/** How far an appliance's clock may run ahead of the control plane's before its boot records are refused. */
+const CLOCK_SKEW_MS = 5 * 60_000;
 
 export const EnrolInputSchema = ApplianceInputSchema.omit({ siteId: true }).meta({ id: 'EnrolInput' });
 
@@ -228,8 +234,13 @@ export function applianceRoutes(deps: ApplianceRouteDeps): OpenAPIHono<Env> {
       const appliance = await load('appliance', id, repo);
       authorize(c.get('principal'), 'read', 'appliance', appliance.siteId as string);
       const from = deps.clock().getTime() - HISTORY_MINUTES * 60_000;
-      const samples = (await repo.applianceHistory(id)).filter((s) => Date.parse(s.at) > from).sort((a, b) => a.at.localeCompare(b.at));
-      return c.json({ samples }, 200);
+      // Closed minutes are stored samples; the minute under way is the appliance's last report.
+      const status = appliance.status as ApplianceStatus | null | undefined;
+      const current: ApplianceSample | null =
+        appliance.lastHeartbeat && status ? { at: sampleMinute(new Date(appliance.lastHeartbeat as string)).at, startedAt: status.startedAt, sessions: status.sessions, bytesServed: status.bytesServed ?? null } : null;
+      const samples = (await repo.applianceHistory(id)).filter((s) => Date.parse(s.at) > from && (!current || s.at < current.at));
+      if (current && Date.parse(current.at) > from) samples.push(current);
+      return c.json({ samples: samples.sort((a, b) => a.at.localeCompare(b.at)) }, 200);
     },
   );
 
@@ -295,9 +306,12 @@ export function applianceRoutes(deps: ApplianceRouteDeps): OpenAPIHono<Env> {
  */
 async function applyEvent(deps: ApplianceRouteDeps, p: Principal, siteId: string, applianceId: string, e: ApplianceEvent): Promise<EventResult> {
   if (e.type === 'boot' || e.type === 'boot-completed') {
+    // A clock far ahead would pin the target's last boot: no later boot could replace it.
+    const at = Date.parse(e.type === 'boot' ? e.at : e.data.bootStartedAt);
+    if (at > deps.clock().getTime() + CLOCK_SKEW_MS)
+      return { id: e.id, outcome: 'rejected', message: `its time ${new Date(at).toISOString()} is ahead of the control plane's clock: set the appliance's clock (NTP)` };
     // Only a target of this site: an appliance cannot write another site's device status.
-    const t = await deps.repo.get('target', e.data.mac);
-    if (t && t.siteId === siteId) await deps.repo.updateLastBoot(e.data.mac, (cur) => lastBootAfter(cur, applianceId, e));
+    await deps.repo.updateLastBoot(e.data.mac, (cur, target) => (target.siteId === siteId ? lastBootAfter(cur, applianceId, e) : null));
     return { id: e.id, outcome: 'recorded' };
   }
   if (e.type !== 'target-auto-added') return { id: e.id, outcome: 'recorded' };

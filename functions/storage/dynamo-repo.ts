@@ -31,7 +31,6 @@ import {
   type ApplianceStatus,
   type Inventory,
   type LastBoot,
-  HISTORY_MINUTES,
   sampleMinute,
   type StoredEvent,
   type FarmSettings,
@@ -61,9 +60,8 @@ const SYSTEM = new Set(['id', 'version', 'createdAt', 'updatedAt']);
 const refAttr = (kind: StoredKind | 'token') => `ref_${kind}`;
 /** Prefix of the attributes appliances write about themselves (heartbeat, status, inventory). */
 const REPORTED = 'reported_';
-/** An appliance's minute samples: 60 top-level attributes, slot = minute of the hour (never copied into the object). */
-const SAMPLE = 'sample_';
-const sampleAttr = (slot: number) => `${SAMPLE}${String(slot).padStart(2, '0')}`;
+/** An appliance's minute samples: items of their own (small, in no index), one per minute of the hour, overwritten an hour later. */
+const samplePk = (applianceId: string) => `appliance-sample#${applianceId}`;
 /** Bumped with every last-boot write: the condition that makes read-modify-write safe. */
 const LAST_BOOT_SEQ = 'lastboot_seq';
 
@@ -445,39 +443,47 @@ export class DynamoFarmRepo implements FarmRepo {
   async reportStatus(applianceId: string, report: { lastHeartbeat: string; status: ApplianceStatus; inventory?: Inventory }): Promise<void> {
     // Written beside the configuration: no version bump, no revision bump, no audit, so heartbeats never change snapshots or ETags.
     // Top-level attributes, not inside `data`: an admin's update rewrites `data` and must not lose a report that landed meanwhile.
-    // The minute's sample rides in the same write: the last report of a minute stands for it, and its slot is overwritten an hour later.
-    const minute = sampleMinute(new Date(report.lastHeartbeat));
-    const sample: ApplianceSample = { at: minute.at, startedAt: report.status.startedAt, sessions: report.status.sessions, bytesServed: report.status.bytesServed ?? null };
-    const names: Record<string, string> = { '#h': `${REPORTED}lastHeartbeat`, '#s': `${REPORTED}status`, '#m': sampleAttr(minute.slot) };
-    const values: Record<string, unknown> = { ':h': report.lastHeartbeat, ':s': report.status, ':m': sample };
-    let expr = 'SET #h = :h, #s = :s, #m = :m';
+    const names: Record<string, string> = { '#h': `${REPORTED}lastHeartbeat`, '#s': `${REPORTED}status` };
+    const values: Record<string, unknown> = { ':h': report.lastHeartbeat, ':s': report.status };
+    let expr = 'SET #h = :h, #s = :s';
     if (report.inventory) {
       names['#i'] = `${REPORTED}inventory`;
       values[':i'] = report.inventory;
       expr += ', #i = :i';
     }
+    let old: Raw | undefined;
     try {
-      await this.doc.send(new UpdateCommand({ TableName: this.table, Key: this.key('appliance', applianceId), UpdateExpression: expr, ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeNames: names, ExpressionAttributeValues: values }));
+      // UPDATED_OLD costs no read: it hands back the report this one replaces.
+      const r = await this.doc.send(new UpdateCommand({ TableName: this.table, Key: this.key('appliance', applianceId), UpdateExpression: expr, ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeNames: names, ExpressionAttributeValues: values, ReturnValues: 'UPDATED_OLD' }));
+      old = r.Attributes as Raw | undefined;
     } catch (e) {
       if ((e as { name?: string }).name === 'ConditionalCheckFailedException') throw new FarmError('not_found', `appliance ${applianceId} does not exist`);
       throw e;
     }
+    // The first report of a new minute closes the one before: the report it replaces was that minute's last, and becomes its
+    // sample (one small write a minute, not one a heartbeat; the current minute is the appliance's status itself).
+    const prevAt = old?.[`${REPORTED}lastHeartbeat`] as string | undefined;
+    const prev = old?.[`${REPORTED}status`] as ApplianceStatus | undefined;
+    if (prevAt && prev) {
+      const m = sampleMinute(new Date(prevAt));
+      if (m.at !== sampleMinute(new Date(report.lastHeartbeat)).at) {
+        const sample: ApplianceSample = { at: m.at, startedAt: prev.startedAt, sessions: prev.sessions, bytesServed: prev.bytesServed ?? null };
+        await this.doc.send(new PutCommand({ TableName: this.table, Item: { pk: samplePk(applianceId), sk: String(m.slot).padStart(2, '0'), ...sample } }));
+      }
+    }
   }
 
   async applianceHistory(applianceId: string): Promise<ApplianceSample[]> {
-    const names = Object.fromEntries(Array.from({ length: HISTORY_MINUTES }, (_, i) => [`#m${i}`, sampleAttr(i)]));
-    const r = await this.doc.send(new GetCommand({ TableName: this.table, Key: this.key('appliance', applianceId), ProjectionExpression: Object.keys(names).join(', '), ExpressionAttributeNames: names }));
-    return Object.entries(r.Item ?? {})
-      .filter(([k]) => k.startsWith(SAMPLE))
-      .map(([, v]) => v as ApplianceSample);
+    const r = await this.doc.send(new QueryCommand({ TableName: this.table, KeyConditionExpression: 'pk = :k', ExpressionAttributeValues: { ':k': samplePk(applianceId) } }));
+    return (r.Items ?? []).map(({ pk: _pk, sk: _sk, ...sample }) => sample as ApplianceSample);
   }
 
-  async updateLastBoot(mac: string, change: (current: LastBoot | null) => LastBoot | null): Promise<boolean> {
+  async updateLastBoot(mac: string, change: (current: LastBoot | null, target: Obj) => LastBoot | null): Promise<boolean> {
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
       const raw = await this.getRaw('target', mac);
       if (!raw) return false;
       const current = (raw[`${REPORTED}lastBoot`] as LastBoot | undefined) ?? null;
-      const next = change(current);
+      const next = change(current, DynamoFarmRepo.toObj(raw));
       if (!next) return true;
       const seq = raw[LAST_BOOT_SEQ] as number | undefined;
       try {
@@ -501,7 +507,15 @@ export class DynamoFarmRepo implements FarmRepo {
   }
 
   async peerSecret(siteId: string): Promise<string> {
-    const key = { pk: 'site-secret', sk: siteId };
+    return this.secret({ pk: 'site-secret', sk: siteId });
+  }
+
+  async consoleSecret(): Promise<string> {
+    return this.secret({ pk: 'console-secret', sk: 'v1' });
+  }
+
+  /** A random secret made on first use: whoever writes first wins, everybody reads that one. */
+  private async secret(key: { pk: string; sk: string }): Promise<string> {
     const r = await this.doc.send(new GetCommand({ TableName: this.table, Key: key, ConsistentRead: true }));
     if (r.Item) return r.Item.secret as string;
     const secret = randomBytes(32).toString('base64url');
@@ -515,6 +529,20 @@ export class DynamoFarmRepo implements FarmRepo {
       return again.Item!.secret as string;
     }
   }
+
+  async putConsoleSession(idHash: string, expiresAt: string): Promise<void> {
+    await this.doc.send(new PutCommand({ TableName: this.table, Item: { pk: 'console-session', sk: idHash, expiresAt } }));
+  }
+
+  async consoleSessionExpiry(idHash: string): Promise<string | null> {
+    const r = await this.doc.send(new GetCommand({ TableName: this.table, Key: { pk: 'console-session', sk: idHash }, ConsistentRead: true }));
+    return (r.Item?.expiresAt as string | undefined) ?? null;
+  }
+
+  async deleteConsoleSession(idHash: string): Promise<void> {
+    await this.doc.send(new DeleteCommand({ TableName: this.table, Key: { pk: 'console-session', sk: idHash } }));
+  }
+
 
   async getEvent(siteId: string, id: string): Promise<StoredEvent | null> {
     const r = await this.doc.send(new GetCommand({ TableName: this.table, Key: { pk: `event#${siteId}`, sk: id }, ConsistentRead: true }));

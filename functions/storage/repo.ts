@@ -75,12 +75,19 @@ export interface FarmRepo {
   /** The appliance's samples of the last hour (one a minute, written by reportStatus), in no particular order. */
   applianceHistory(applianceId: string): Promise<ApplianceSample[]>;
   /**
-   * A target's last boot, from its appliances' events: `change` gets the one stored (or null) and returns the new one, or null to
-   * leave it. Stored beside the configuration like a heartbeat (no revision bump, no audit); false when the target does not exist.
+   * A target's last boot, from its appliances' events: `change` gets the one stored (or null) and the target, and returns the new
+   * one, or null to leave it. Stored beside the configuration like a heartbeat (no revision bump, no audit); false when the target
+   * does not exist.
    */
-  updateLastBoot(mac: string, change: (current: LastBoot | null) => LastBoot | null): Promise<boolean>;
+  updateLastBoot(mac: string, change: (current: LastBoot | null, target: Obj) => LastBoot | null): Promise<boolean>;
   /** The secret a site's appliances share to authenticate each other on the LAN (made on first use). */
   peerSecret(siteId: string): Promise<string>;
+  /** The key console session cookies are sealed with (made on first use). */
+  consoleSecret(): Promise<string>;
+  /** Console sessions, by the hash of their id: signing out deletes one, and it ends at `expiresAt` whatever the cookie says. */
+  putConsoleSession(idHash: string, expiresAt: string): Promise<void>;
+  consoleSessionExpiry(idHash: string): Promise<string | null>;
+  deleteConsoleSession(idHash: string): Promise<void>;
   getEvent(siteId: string, id: string): Promise<StoredEvent | null>;
   /** Stores an event once: false when one with its id is already there. */
   putEvent(e: StoredEvent): Promise<boolean>;

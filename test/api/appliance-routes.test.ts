@@ -773,44 +773,64 @@ describe('events', () => {
 });
 
 describe('last boot and activity history (the console)', () => {
-  const completed = (mac: string, bootStartedAt: string, durationMs: number) => ({ id: eventId(), at: new Date(eventClock).toISOString(), type: 'boot-completed', data: { mac, vdiskId: w.vdisk.id, version: 2, bootStartedAt, durationMs } });
+  const bootIdAt = (at: string) => Date.parse(at).toString(16).padStart(12, '0') + randomBytes(4).toString('hex');
+  const bootWithId = (mac: string, at = new Date((eventClock += 1000)).toISOString()) => {
+    const e = { ...bootEvent(mac, mac), at };
+    return { ...e, data: { ...e.data, bootId: bootIdAt(at) } };
+  };
+  const completed = (mac: string, bootId: string, durationMs: number) => {
+    const bootStartedAt = new Date(parseInt(bootId.slice(0, 12), 16)).toISOString();
+    return { id: eventId(), at: new Date(Date.parse(bootStartedAt) + durationMs).toISOString(), type: 'boot-completed', data: { mac, vdiskId: w.vdisk.id, version: 2, bootId, bootStartedAt, durationMs } };
+  };
   const lastBoot = async (mac: string) => expectStatus(await farm.api('GET', `/v1/targets/${mac}`), 200).lastBoot;
 
   it("records a target's last boot from the script's event and the OS's completion, in either order, once", async () => {
     const revisionBefore = await revision();
-    const boot = bootEvent(w.tTest.mac, w.tTest.mac);
+    const boot = bootWithId(w.tTest.mac);
     expectStatus(await deliver(w.a1, [boot]), 200);
     expect(await lastBoot(w.tTest.mac)).toEqual({
-      at: boot.at, applianceId: w.a1.appliance.id, outcome: 'vdisk', vdiskId: w.vdisk.id, version: 2, streamingApplianceId: w.a1.appliance.id, message: '', completedAt: null, completedOn: null, durationMs: null,
+      at: boot.at, bootId: boot.data.bootId, applianceId: w.a1.appliance.id, outcome: 'vdisk', vdiskId: w.vdisk.id, version: 2, streamingApplianceId: w.a1.appliance.id, message: '', completedAt: null, completedOn: null, durationMs: null,
     });
     // The OS attached its disk on a2 (the balancer sent it there) 8.5 s after the script.
-    const done = completed(w.tTest.mac, new Date(Date.parse(boot.at) + 3).toISOString(), 8500);
+    const done = completed(w.tTest.mac, boot.data.bootId, 8500);
     expectStatus(await deliver(w.a2, [done]), 200);
     expect(await lastBoot(w.tTest.mac)).toMatchObject({ at: boot.at, applianceId: w.a1.appliance.id, completedAt: done.at, completedOn: w.a2.appliance.id, durationMs: 8500 });
     // A second connection of the same boot (another event id) does not move the end of the boot.
-    expectStatus(await deliver(w.a1, [completed(w.tTest.mac, done.data.bootStartedAt, 20_000)]), 200);
+    expectStatus(await deliver(w.a1, [completed(w.tTest.mac, boot.data.bootId, 20_000)]), 200);
     expect((await lastBoot(w.tTest.mac)).durationMs).toBe(8500);
-    // Device status is not configuration: no revision, no audit.
+    // Device status is not configuration: no revision, no audit, and not in the signed snapshot appliances boot from.
     expect(await revision()).toBe(revisionBefore);
+    const snap = verifySnapshot(expectStatus(await snapshotOf(w.siteA.id, w.a1.token), 200), keys);
+    expect(snap.targets.find((t) => t.mac === w.tTest.mac)!.lastBoot).toBeNull();
 
-    // The next boot's completion arrives before its script's event (two outboxes): both end up in one record.
-    const nextAt = new Date(eventClock + 600_000).toISOString();
-    const early = completed(w.tTest.mac, nextAt, 4200);
-    expectStatus(await deliver(w.a2, [early]), 200);
-    expect(await lastBoot(w.tTest.mac)).toMatchObject({ at: nextAt, applianceId: null, streamingApplianceId: w.a2.appliance.id, durationMs: 4200 });
-    const late = { ...bootEvent(w.tTest.mac, w.tTest.mac), at: new Date(Date.parse(nextAt) - 2).toISOString() };
-    expectStatus(await deliver(w.a1, [late]), 200);
-    expect(await lastBoot(w.tTest.mac)).toMatchObject({ at: late.at, applianceId: w.a1.appliance.id, durationMs: 4200, completedOn: w.a2.appliance.id });
-    // An older boot delivered late changes nothing.
-    expectStatus(await deliver(w.a1, [bootEvent(w.tTest.mac, w.tTest.mac)]), 200);
-    expect((await lastBoot(w.tTest.mac)).at).toBe(late.at);
+    // A reboot 40 s later is a boot of its own; its completion arrives before its script's event (two outboxes).
+    const next = bootWithId(w.tTest.mac, new Date(Date.parse(boot.at) + 40_000).toISOString());
+    eventClock += 60_000;
+    expectStatus(await deliver(w.a2, [completed(w.tTest.mac, next.data.bootId, 4200)]), 200);
+    expect(await lastBoot(w.tTest.mac)).toMatchObject({ at: next.at, bootId: next.data.bootId, applianceId: null, streamingApplianceId: w.a2.appliance.id, durationMs: 4200 });
+    expectStatus(await deliver(w.a1, [next]), 200);
+    expect(await lastBoot(w.tTest.mac)).toMatchObject({ at: next.at, applianceId: w.a1.appliance.id, durationMs: 4200, completedOn: w.a2.appliance.id });
+    // The first boot's events delivered again, late, change nothing.
+    expectStatus(await deliver(w.a1, [{ ...boot, id: eventId() }, completed(w.tTest.mac, boot.data.bootId, 1)]), 200);
+    expect((await lastBoot(w.tTest.mac)).at).toBe(next.at);
+  });
+
+  it('refuses boot records from a clock far ahead (they would pin the last boot), and lets a slightly fast clock through', async () => {
+    const ahead = bootWithId(w.tPlain.mac, new Date(Date.now() + 3_600_000).toISOString());
+    const r = expectStatus(await deliver(w.a1, [ahead]), 200).results[0];
+    expect(r).toMatchObject({ outcome: 'rejected', message: expect.stringContaining("ahead of the control plane's clock") });
+    expect(await lastBoot(w.tPlain.mac)).toBeNull();
+    const fast = bootWithId(w.tPlain.mac, new Date(Date.now() + 60_000).toISOString());
+    expect(expectStatus(await deliver(w.a1, [fast]), 200).results[0].outcome).toBe('recorded');
+    expect((await lastBoot(w.tPlain.mac)).at).toBe(fast.at);
   });
 
   it("does not let an appliance write another site's target, and ignores MACs the farm does not know", async () => {
     const before = await lastBoot(w.tB.mac);
-    expectStatus(await deliver(w.a1, [bootEvent(w.tB.mac, null), completed(w.tB.mac, new Date().toISOString(), 1)]), 200);
+    const b = bootWithId(w.tB.mac);
+    expectStatus(await deliver(w.a1, [b, completed(w.tB.mac, b.data.bootId, 1)]), 200);
     expect(await lastBoot(w.tB.mac)).toEqual(before);
-    const unknown = expectStatus(await deliver(w.a1, [completed(macOf(0xa9f1), new Date().toISOString(), 1)]), 200).results[0];
+    const unknown = expectStatus(await deliver(w.a1, [completed(macOf(0xa9f1), bootIdAt(new Date().toISOString()), 1)]), 200).results[0];
     expect(unknown.outcome).toBe('recorded');
     expectError(await farm.api('GET', `/v1/targets/${macOf(0xa9f1)}`), 404, 'not_found');
   });

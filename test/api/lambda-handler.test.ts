@@ -392,7 +392,9 @@ describe('the deployed Lambda bundle', () => {
       expect(r.status, describeRes(r)).toBe(303);
       expect(r.headers.location).toBe('/console');
       expect(r.cookies).toHaveLength(1);
-      expect(r.cookies[0]).toMatch(/^bootfarm_console=bft_.*; Max-Age=43200; Path=\/console; HttpOnly; Secure; SameSite=Strict$/); // Secure: the URL is HTTPS
+      // A session id and the sealed token (never the token itself), a browser-session cookie; Secure: the URL is HTTPS.
+      expect(r.cookies[0]).toMatch(/^bootfarm_console=[A-Za-z0-9_-]{32}\.[A-Za-z0-9_-]+; Path=\/console; HttpOnly; Secure; SameSite=Strict$/);
+      expect(r.cookies[0]).not.toContain(adminToken.split('_')[2]!);
       const tree = await call(ch, { method: 'GET', path: '/console', headers: { accept: 'text/html', cookie: r.cookies[0]!.split(';')[0]! } });
       expect(tree.status, describeRes(tree)).toBe(200);
       expect(tree.body.toString()).toContain('aria-label="Farm tree"');

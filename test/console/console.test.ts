@@ -80,9 +80,11 @@ describe('web console', () => {
     expect(text).toContain('never reported');
     expect(text).toContain('Classroom');
     expect(text).toContain('win11');
-    // The session cookie is HttpOnly, SameSite=Strict, scoped to the console; the token is nowhere in the page.
+    // The session cookie is HttpOnly, SameSite=Strict, scoped to the console, gone with the browser (no expiry); it holds a
+    // session id and the sealed token, not the token; the token is nowhere in the page.
     const cookie = (await admin.context().cookies()).find((c) => c.name === 'bootfarm_console')!;
-    expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/console' });
+    expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/console', expires: -1 });
+    expect(cookie.value).not.toContain(farm.adminToken.split('_')[2]!);
     expect(await admin.content()).not.toContain(farm.adminToken);
     await admin.screenshot({ path: join(SHOTS, 'farm-tree.png'), fullPage: true });
     await admin.close();
@@ -189,9 +191,10 @@ describe('web console', () => {
     const mac = '52:54:00:ab:00:01';
     const bootAt = new Date(Date.now() - 30_000);
     const eventId = (t: Date) => `${t.getTime().toString(36).padStart(9, '0')}-${Math.random().toString(36).slice(2, 12).padEnd(8, '0')}`;
+    const bootId = `${bootAt.getTime().toString(16).padStart(12, '0')}0badcafe`;
     const events = [
-      { id: eventId(bootAt), at: bootAt.toISOString(), type: 'boot', data: { mac, targetId: mac, outcome: 'vdisk', vdiskId: vdisk.id, version: 0, streamingApplianceId: appliance.id, message: '' } },
-      { id: eventId(new Date(bootAt.getTime() + 12_345)), at: new Date(bootAt.getTime() + 12_345).toISOString(), type: 'boot-completed', data: { mac, vdiskId: vdisk.id, version: 0, bootStartedAt: bootAt.toISOString(), durationMs: 12_345 } },
+      { id: eventId(bootAt), at: bootAt.toISOString(), type: 'boot', data: { mac, targetId: mac, outcome: 'vdisk', vdiskId: vdisk.id, version: 0, streamingApplianceId: appliance.id, message: '', bootId } },
+      { id: eventId(new Date(bootAt.getTime() + 12_345)), at: new Date(bootAt.getTime() + 12_345).toISOString(), type: 'boot-completed', data: { mac, vdiskId: vdisk.id, version: 0, bootId, bootStartedAt: bootAt.toISOString(), durationMs: 12_345 } },
     ];
     expectStatus(await farm.api('POST', `/v1/appliances/${appliance.id}/events`, { token: applianceSecret, body: { events } }), 200);
     const page = await signedIn(farm.adminToken);
@@ -233,13 +236,142 @@ describe('web console', () => {
     await page.close();
   });
 
-  test('a cross-site form post is refused, and a signed-out request goes to sign-in', async () => {
-    const res = await fetch(`${server.url}/console/targets`, { method: 'POST', headers: { 'sec-fetch-site': 'cross-site', 'content-type': 'application/x-www-form-urlencoded', cookie: `bootfarm_console=${farm.adminToken}` }, body: 'mac=52:54:00:00:00:99&name=evil' });
-    expect(res.status).toBe(403);
+  test('a session is the server\'s: signing out ends it for a copied cookie too; a revoked token ends it at once', async () => {
+    const token = await farm.token({ role: 'farm-admin', name: 'short-lived' });
+    const cookie = await signInCookie(token);
+    const open = (c: string) => fetch(`${server.url}/console`, { headers: { accept: 'text/html', cookie: c }, redirect: 'manual' });
+    expect((await open(cookie)).status).toBe(200);
+    // A cookie edited by one character, or naming another session, opens nothing.
+    const [id, sealed] = cookie.split('=')[1]!.split('.');
+    expect((await open(`bootfarm_console=${id}.${sealed!.slice(0, -2)}AA`)).status).toBe(303);
+    expect((await open(`bootfarm_console=${'A'.repeat(32)}.${sealed}`)).status).toBe(303);
+    expect((await open(`bootfarm_console=${token}`)).status).toBe(303);
+    const out = await fetch(`${server.url}/console/logout`, { method: 'POST', headers: { cookie, 'sec-fetch-site': 'same-origin' }, redirect: 'manual' });
+    expect(out.status).toBe(303);
+    expect((await open(cookie)).status).toBe(303);
+    // The token itself still works for the CLI: signing out of the console does not revoke it.
+    expect((await farm.api('GET', '/v1/sites', { token })).status).toBe(200);
+
+    const again = await signInCookie(token);
+    const tokens = expectStatus(await farm.api('GET', '/v1/tokens?limit=100'), 200).items as any[];
+    expect((await farm.api('DELETE', `/v1/tokens/${tokens.find((t) => t.name === 'short-lived').id}`)).status).toBe(204);
+    const after = await open(again);
+    expect(after.status).toBe(303);
+    expect(after.headers.get('location')).toBe('/console/login');
+  });
+
+  test('a cross-site form post is refused (Sec-Fetch-Site, or Origin when a browser sends no Sec-Fetch-Site); signed out goes to sign-in', async () => {
+    const cookie = await signInCookie(farm.adminToken);
+    const post = (headers: Record<string, string>) =>
+      fetch(`${server.url}/console/targets`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', cookie, ...headers }, body: `mac=52:54:00:00:00:99&name=evil&collectionId=${collection.id}`, redirect: 'manual' });
+    expect((await post({ 'sec-fetch-site': 'cross-site' })).status).toBe(403);
+    expect((await post({ origin: 'https://evil.example' })).status).toBe(403);
+    expect((await post({ origin: 'null' })).status).toBe(403);
+    expect((await post({ origin: server.url, 'sec-fetch-site': 'same-site' })).status).toBe(403);
     expect((await farm.api('GET', '/v1/targets/52:54:00:00:00:99')).status).toBe(404);
+    // The same post from the console's own origin goes through.
+    expect((await post({ origin: server.url, 'sec-fetch-site': 'same-origin' })).status).toBe(303);
+    expect((await farm.api('GET', '/v1/targets/52:54:00:00:00:99')).status).toBe(200);
     const anon = await fetch(`${server.url}/console/targets`, { headers: { accept: 'text/html' }, redirect: 'manual' });
     expect(anon.status).toBe(303);
     expect(anon.headers.get('location')).toBe('/console/login');
     expect(anon.headers.get('content-security-policy')).toContain("script-src 'self'");
+    expect((await fetch(`${server.url}/console/`, { redirect: 'manual' })).headers.get('location')).toBe('/console');
+  });
+
+  test('what the API refuses outside a form is an HTML page with its reason, not a server error', async () => {
+    const cookie = await signInCookie(farm.adminToken);
+    for (const path of ['/console/vdisks/not%20an%20id', '/console/vdisks/vd_aaaaaaaaaaaaaaaa', `/console/sites/x/activity`]) {
+      const r = await fetch(`${server.url}${path}`, { headers: { accept: 'text/html', cookie } });
+      expect(r.status, path).toBeGreaterThanOrEqual(400);
+      expect(r.status, path).toBeLessThan(500);
+      expect(r.headers.get('content-type'), path).toMatch(/^text\/html/);
+      expect(await r.text(), path).toContain('role="alert"');
+    }
+  });
+
+  test('site settings keep an IPv6 bootstrap server and its port; a conflicting save shows the site as it is now', async () => {
+    expectStatus(await farm.api('PATCH', `/v1/sites/${site.id}`, { body: { bootstrap: { servers: [{ address: '2001:db8::a:1', port: 80 }, { address: '2001:db8::10', port: 8080 }] } }, headers: { 'if-match': '*', 'content-type': 'application/merge-patch+json' } }), 200);
+    const page = await signedIn(farm.adminToken);
+    await page.goto(`${server.url}/console/sites/${site.id}`);
+    expect(await page.getByLabel('Server 1 address').inputValue()).toBe('2001:db8::a:1');
+    expect(await page.getByLabel('Server 2 address').inputValue()).toBe('[2001:db8::10]:8080');
+    await page.getByLabel('Polling timeout (ms)').fill('7000');
+    await page.getByRole('button', { name: 'Save site settings' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toContain('Site settings saved.');
+    const saved = expectStatus(await farm.api('GET', `/v1/sites/${site.id}`), 200);
+    expect(saved.bootstrap.servers).toEqual([{ address: '2001:db8::a:1', port: 80 }, { address: '2001:db8::10', port: 8080 }]);
+    expect(saved.bootstrap.pollingTimeoutMs).toBe(7000);
+
+    // Someone else changes the site while the page is open: saving does not overwrite it.
+    await page.reload();
+    expectStatus(await farm.api('PATCH', `/v1/sites/${site.id}`, { body: { bootstrap: { generalTimeoutMs: 9000 } }, headers: { 'if-match': '*', 'content-type': 'application/merge-patch+json' } }), 200);
+    await page.getByLabel('General timeout (ms)').fill('6000');
+    await page.getByRole('button', { name: 'Save site settings' }).click();
+    await expect.poll(() => page.getByRole('alert').first().textContent()).toContain('as it is now');
+    expect(await page.getByLabel('General timeout (ms)').inputValue()).toBe('9000');
+    expect(expectStatus(await farm.api('GET', `/v1/sites/${site.id}`), 200).bootstrap.generalTimeoutMs).toBe(9000);
+    await page.close();
+  });
+
+  test('merge is offered on the newest test or production version only, and the new base keeps its state', async () => {
+    const d = await fx.vdisk((await fx.store({ name: 'merge-store' })).id, { name: 'merge-me' });
+    await fx.version(d.id);
+    expectStatus(await farm.api('PATCH', `/v1/vdisks/${d.id}/versions/0`, { body: { state: 'production' }, headers: { 'if-match': '*' } }), 200);
+    await fx.version(d.id);
+    expectStatus(await farm.api('PATCH', `/v1/vdisks/${d.id}/versions/1`, { body: { state: 'test' }, headers: { 'if-match': '*' } }), 200);
+    const page = await signedIn(farm.adminToken);
+    page.on('dialog', (dlg) => void dlg.accept());
+    await page.goto(`${server.url}/console/vdisks/${d.id}`);
+    expect(await page.getByRole('button', { name: 'Merge into a new base: version 0' }).count()).toBe(0);
+    await page.getByRole('button', { name: 'Merge into a new base: version 1' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toContain('Merged into a new base version.');
+    const states = (expectStatus(await farm.api('GET', `/v1/vdisks/${d.id}/versions`), 200).items as any[]).map((v) => [v.number, v.state]);
+    // Untested content did not reach production targets: the base is in test, production still boots version 0's content until promoted.
+    expect(states).toEqual([[0, 'merged'], [1, 'merged'], [2, 'test']]);
+    await page.close();
+  });
+
+  test('bulk edit: a device operator may enable or disable a collection but not reassign it; a failure says how far it got', async () => {
+    const col = await fx.collection(site.id, { name: 'Bulk' });
+    for (let i = 1; i <= 3; i++) await fx.target(col.id, { mac: `52:54:00:bb:00:0${i}`, name: `bulk-${i}` });
+    const operator = await farm.token({ role: 'device-operator', siteId: site.id, name: 'op' });
+    const page = await signedIn(operator);
+    page.on('dialog', (dlg) => void dlg.accept());
+    await page.goto(`${server.url}/console/targets?collection=${col.id}`);
+    expect(await page.getByLabel(/Assign vDisk/).count()).toBe(0);
+    await page.getByLabel('Collection', { exact: true }).last().selectOption({ label: 'Bulk' });
+    await page.getByLabel('Enabled').selectOption('true');
+    await page.getByRole('button', { name: 'Apply to the collection' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toContain('The collection was updated.');
+    for (let i = 1; i <= 3; i++) expect(expectStatus(await farm.api('GET', `/v1/targets/52:54:00:bb:00:0${i}`), 200).disabled).toBe(true);
+    await page.close();
+
+    const admin = await signedIn(farm.adminToken);
+    admin.on('dialog', (dlg) => void dlg.accept());
+    await admin.goto(`${server.url}/console/targets?collection=${col.id}`);
+    // The second target is changed behind the console's back between its read and its write: its If-Match no longer holds.
+    const orig = farm.repo.update.bind(farm.repo);
+    let n = 0;
+    farm.repo.update = (async (kind: any, id: string, expected: any, change: any, actor: any) => {
+      if (kind === 'target' && ++n === 2) await orig(kind, id, null, (cur: any) => ({ ...cur, description: 'changed meanwhile' }), actor);
+      return orig(kind, id, expected, change, actor);
+    }) as typeof farm.repo.update;
+    try {
+      await admin.getByLabel('Collection', { exact: true }).last().selectOption({ label: 'Bulk' });
+      await admin.getByLabel('Enabled').selectOption('false');
+      await admin.getByRole('button', { name: 'Apply to the collection' }).click();
+      await expect.poll(() => admin.getByRole('alert').first().textContent()).toMatch(/Changed 1 of 3 targets; stopped at bulk-2 \(52:54:00:bb:00:02\)/);
+    } finally {
+      farm.repo.update = orig;
+    }
+    await admin.close();
   });
 });
+
+/** Signs in over HTTP as the login form does; the session cookie as a Cookie header. */
+async function signInCookie(token: string): Promise<string> {
+  const r = await fetch(`${server.url}/console/login`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', 'sec-fetch-site': 'same-origin' }, body: `token=${encodeURIComponent(token)}`, redirect: 'manual' });
+  expect(r.status).toBe(303);
+  return r.headers.get('set-cookie')!.split(';')[0]!;
+}

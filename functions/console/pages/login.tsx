@@ -21,3 +21,16 @@ export const LoginPage: FC<{ error?: string | null }> = (p) => (
     </form>
   </>
 );
+
+/** An API refusal outside a form (an object that does not exist, a role that may not see it). */
+export const ErrorPage: FC<{ status: number; message: string }> = (p) => (
+  <>
+    <h1>{p.status === 404 ? 'Not found' : p.status === 403 ? 'Not allowed' : 'Not possible'}</h1>
+    <div class="card flash bad" role="alert">
+      {p.message}
+    </div>
+    <p>
+      <a href="/console">Back to the farm</a>
+    </p>
+  </>
+);

@@ -59,7 +59,7 @@ export const SitePage: FC<{ v: SiteView }> = ({ v }) => {
       </table>
 
       <h2 id="activity">Activity</h2>
-      <div class="card" data-refresh={`/console/sites/${s.id}/activity`} data-every="10" aria-labelledby="activity">
+      <div class="card" data-refresh={`/console/sites/${s.id}/activity`} data-every="15" aria-labelledby="activity">
         <Activity appliances={v.activity} now={v.now} />
       </div>
 
@@ -71,13 +71,13 @@ export const SitePage: FC<{ v: SiteView }> = ({ v }) => {
           <p class="muted small">The servers a booting target tries, in order (at most 4), and its timeouts (PVS: Configure Bootstrap).</p>
           <div class="row">
             {servers.map((srv, i) => (
-              <Field name={`server${i}`} label={`Server ${i + 1} address`} value={val(`server${i}`, srv ? `${srv.address}${srv.port !== 80 ? `:${srv.port}` : ''}` : '')} placeholder="192.0.2.10 or host:port" error={fieldError(v, `bootstrap.servers.${i}.address`) ?? fieldError(v, `bootstrap.servers.${i}.port`)} />
+              <Field name={`server${i}`} label={`Server ${i + 1} address`} value={val(`server${i}`, srv ? serverText(srv as { address: string; port: number }) : '')} placeholder="192.0.2.10 or host:port" error={fieldError(v, `bootstrap.servers.${i}.address`) ?? fieldError(v, `bootstrap.servers.${i}.port`)} />
             ))}
           </div>
           <div class="row">
             <Field name="pollingTimeoutMs" label="Polling timeout (ms)" type="number" value={val('pollingTimeoutMs', b.pollingTimeoutMs)} error={fieldError(v, 'bootstrap.pollingTimeoutMs')} />
             <Field name="generalTimeoutMs" label="General timeout (ms)" type="number" value={val('generalTimeoutMs', b.generalTimeoutMs)} error={fieldError(v, 'bootstrap.generalTimeoutMs')} />
-            <Select name="recovery" label="When a target loses its appliance" value={b.networkRecovery.action} options={[['restore-connection', 'Restore the connection'], ['reboot-local', 'Reboot to the local disk']]} />
+            <Select name="recovery" label="When a target loses its appliance" value={v.typed?.recovery ?? b.networkRecovery.action} options={[['restore-connection', 'Restore the connection'], ['reboot-local', 'Reboot to the local disk']]} />
             <Field name="rebootDelaySeconds" label="Reboot after (seconds)" type="number" value={val('rebootDelaySeconds', b.networkRecovery.rebootDelaySeconds)} error={fieldError(v, 'bootstrap.networkRecovery.rebootDelaySeconds')} />
           </div>
         </div>
@@ -86,12 +86,12 @@ export const SitePage: FC<{ v: SiteView }> = ({ v }) => {
           <div class="row">
             <div>
               <label for="f-proxyDhcp">
-                <input id="f-proxyDhcp" type="checkbox" name="proxyDhcp" value="on" checked={s.proxyDhcp.enabled} /> Answer PXE (ProxyDHCP)
+                <input id="f-proxyDhcp" type="checkbox" name="proxyDhcp" value="on" checked={v.typed ? v.typed.proxyDhcp === 'on' : s.proxyDhcp.enabled} /> Answer PXE (ProxyDHCP)
               </label>
             </div>
             <div>
               <label for="f-rebalance">
-                <input id="f-rebalance" type="checkbox" name="rebalance" value="on" checked={s.rebalance.enabled} /> Rebalance targets
+                <input id="f-rebalance" type="checkbox" name="rebalance" value="on" checked={v.typed ? v.typed.rebalance === 'on' : s.rebalance.enabled} /> Rebalance targets
               </label>
             </div>
             <Field name="triggerPercent" label="Rebalance trigger (%)" type="number" value={val('triggerPercent', s.rebalance.triggerPercent)} error={fieldError(v, 'rebalance.triggerPercent')} />
@@ -111,3 +111,9 @@ export const SitePage: FC<{ v: SiteView }> = ({ v }) => {
     </>
   );
 };
+
+/** A bootstrap server as the form shows it: IPv6 in brackets when a port follows. */
+export function serverText(srv: { address: string; port: number }): string {
+  if (srv.port === 80) return srv.address;
+  return srv.address.includes(':') ? `[${srv.address}]:${srv.port}` : `${srv.address}:${srv.port}`;
+}

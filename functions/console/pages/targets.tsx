@@ -9,12 +9,16 @@ export interface TargetsView {
   q: string;
   collectionId: string;
   targets: Row[];
-  total: number;
+  /** Targets that match the search (the page shows the first of them). */
+  matching: number;
   collections: Row[];
   vdisks: Row[];
   appliances: Row[];
   canCreate: boolean;
+  /** May change what a collection's targets boot (assignment, type). */
   canBulk: boolean;
+  /** May operate them (enable, disable, boot from the local disk): device operators too. */
+  canOperate: boolean;
   add: { typed: Record<string, string>; error: { message: string; field: string | null } | null };
   bulk: { error: string | null };
 }
@@ -39,7 +43,7 @@ export const TargetsPage: FC<{ v: TargetsView }> = ({ v }) => {
         </div>
       </form>
       <p class="muted small" role="status">
-        {v.targets.length} of {v.total} targets
+        {v.targets.length < v.matching ? `The first ${v.targets.length} of ${v.matching} matching targets: narrow the search` : `${v.matching} target${v.matching === 1 ? '' : 's'}`}
       </p>
       <table aria-label="Targets">
         <thead>
@@ -107,15 +111,20 @@ export const TargetsPage: FC<{ v: TargetsView }> = ({ v }) => {
         </>
       ) : null}
 
-      {v.canBulk ? (
+      {v.canBulk || v.canOperate ? (
         <>
           <h2 id="bulk">Edit a whole collection</h2>
           <form method="post" action="/console/targets/bulk" class="card" aria-labelledby="bulk" data-confirm="Change every target of this collection?">
             <div class="row">
               <Select name="collectionId" label="Collection" value={v.collectionId} options={colOptions} />
-              <Select name="vdiskId" label="Assign vDisk" value="" options={[['', '(leave as is)'], ['-', '(no vDisk)'], ...diskOptions]} />
-              <Select name="type" label="Type" value="" options={[['', '(leave as is)'], ['production', 'Production'], ['test', 'Test'], ['maintenance', 'Maintenance']]} />
+              {v.canBulk ? (
+                <>
+                  <Select name="vdiskId" label="Assign vDisk (replaces each target's assignments)" value="" options={[['', '(leave as is)'], ['-', '(no vDisk)'], ...diskOptions]} />
+                  <Select name="type" label="Type" value="" options={[['', '(leave as is)'], ['production', 'Production'], ['test', 'Test'], ['maintenance', 'Maintenance']]} />
+                </>
+              ) : null}
               <Select name="disabled" label="Enabled" value="" options={[['', '(leave as is)'], ['false', 'Enable all'], ['true', 'Disable all']]} />
+              <Select name="bootFrom" label="Boot from" value="" options={[['', '(leave as is)'], ['vdisk', 'vDisk'], ['local-disk', 'Local disk']]} />
               <div>
                 <button type="submit">Apply to the collection</button>
               </div>

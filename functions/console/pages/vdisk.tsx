@@ -67,6 +67,9 @@ export const VdiskPage: FC<{ v: VdiskView }> = ({ v }) => {
   const d = v.vdisk;
   const live = v.versions.filter((x) => x.state !== 'merged');
   const newest = v.versions.at(-1);
+  // Only the newest test or production version can be merged from here: merging an older one would retire newer versions
+  // (a rollback), which the CLI can still do on purpose. The new base keeps the state of what it merges.
+  const newestMergeable = live.filter((x) => x.state === 'test' || x.state === 'production').at(-1);
   return (
     <>
       <h1>vDisk {d.name}</h1>
@@ -110,9 +113,10 @@ export const VdiskPage: FC<{ v: VdiskView }> = ({ v }) => {
                       </button>{' '}
                     </form>
                   ))}
-                  {x.state !== 'merged' && x.state !== 'maintenance' ? (
-                    <form class="inline" method="post" action={`/console/vdisks/${d.id}/merge`} data-confirm={`Merge version ${x.number} into a new base version?`}>
+                  {x.number === newestMergeable?.number ? (
+                    <form class="inline" method="post" action={`/console/vdisks/${d.id}/merge`} data-confirm={`Merge version ${x.number} into a new base version? The new base is in ${x.state}, and every version before it becomes merged.`}>
                       <input type="hidden" name="from" value={String(x.number)} />
+                      <input type="hidden" name="state" value={x.state} />
                       <button type="submit" class="secondary" aria-label={`Merge into a new base: version ${x.number}`}>
                         Merge
                       </button>{' '}
