@@ -57,6 +57,14 @@ export const Page: FC<PropsWithChildren<{ title: string; section: Section; princ
   </html>
 );
 
+/** The API's reason for refusing a field's value, tied to the field by `${id}-error` (aria-describedby). */
+const FieldError: FC<{ id: string; error?: string | null | undefined }> = (p) =>
+  p.error ? (
+    <div id={`${p.id}-error`} class="error" role="alert">
+      {p.error}
+    </div>
+  ) : null;
+
 /** A labelled input with its error, if the API refused the value. */
 export const Field: FC<{ name: string; label: string; value?: string | number | null; type?: string; error?: string | null; required?: boolean; placeholder?: string; hint?: string; list?: string }> = (p) => {
   const id = `f-${p.name.replace(/[^a-zA-Z0-9-]/g, '-')}`;
@@ -79,11 +87,7 @@ export const Field: FC<{ name: string; label: string; value?: string | number | 
           {p.hint}
         </div>
       ) : null}
-      {p.error ? (
-        <div id={`${id}-error`} class="error" role="alert">
-          {p.error}
-        </div>
-      ) : null}
+      <FieldError id={id} error={p.error} />
     </div>
   );
 };
@@ -100,11 +104,7 @@ export const Select: FC<{ name: string; label: string; options: [string, string]
           </option>
         ))}
       </select>
-      {p.error ? (
-        <div id={`${id}-error`} class="error" role="alert">
-          {p.error}
-        </div>
-      ) : null}
+      <FieldError id={id} error={p.error} />
     </div>
   );
 };
