@@ -11,6 +11,12 @@ export const LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 36
 const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((s) => s === 'true')]);
 const int = (min: number, max: number) => z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]).pipe(z.number().int().min(min).max(max));
 
+/**
+ * Stages that hold a real farm: `prod`, `production`, and `prod-<anything>` (e.g. prod-eu).
+ * They may not be `destroy` stages without `allowDestroyProd`, and get a reserved concurrency by default.
+ */
+export const isProductionStage = (stage: string): boolean => /^prod(uction)?(-|$)/.test(stage);
+
 export const StackConfigSchema = z
   .object({
     /** Names the stack and its resources: `bootfarm-<stage>`. Lower-case letters, digits and '-'. */
@@ -39,6 +45,11 @@ export const StackConfigSchema = z
      * `destroy` is for throw-away stages and empties the bucket.
      */
     removalPolicy: z.enum(['retain', 'destroy']).default('retain'),
+    /**
+     * Lets a production stage (isProductionStage) be a `destroy` stage: for tearing one down on
+     * purpose (docs/deploy.md, tearing down). Without it such a stage refuses `destroy`. @default false
+     */
+    allowDestroyProd: bool.default(false),
     /** Days a deleted or overwritten object stays recoverable in the versioned bucket. @default 30 */
     noncurrentVersionDays: int(1, 3650).default(30),
     /** An address that receives the alarms (SNS e-mail subscription, confirmed by its owner). */
@@ -51,6 +62,14 @@ export const StackConfigSchema = z
     tracing: bool.default(false),
   })
   .superRefine((c, ctx) => {
+    if (c.removalPolicy === 'destroy' && isProductionStage(c.stage) && !c.allowDestroyProd)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['removalPolicy'],
+        message:
+          `refused for bootfarm:stage = "${c.stage}" (a production stage): cdk destroy would delete its table and empty its bucket. ` +
+          'Leave bootfarm:removalPolicy at retain; to tear this stage down on purpose, also pass -c bootfarm:allowDestroyProd=true (docs/deploy.md, tearing down)',
+      });
     if (!!c.domainName !== !!c.certificateArn)
       ctx.addIssue({ code: 'custom', path: [c.domainName ? 'certificateArn' : 'domainName'], message: 'domainName and certificateArn go together: set both or neither' });
   });
@@ -65,6 +84,7 @@ export const CONTEXT_KEYS: Record<keyof StackConfig, string> = {
   certificateArn: 'bootfarm:certificateArn',
   logRetentionDays: 'bootfarm:logRetentionDays',
   removalPolicy: 'bootfarm:removalPolicy',
+  allowDestroyProd: 'bootfarm:allowDestroyProd',
   noncurrentVersionDays: 'bootfarm:noncurrentVersionDays',
   alarmEmail: 'bootfarm:alarmEmail',
   reservedConcurrency: 'bootfarm:reservedConcurrency',

@@ -26,7 +26,9 @@ export class BootfarmStack extends Stack {
   readonly alarms: ApiAlarms;
 
   constructor(scope: Construct, id: string, props: BootfarmStackProps) {
-    super(scope, id, props);
+    // A retained farm is also protected as a stack: `cdk destroy` (or a delete in the console) is refused until someone
+    // turns termination protection off on purpose. Destroy stages are throw-away and stay deletable.
+    super(scope, id, { ...props, terminationProtection: props.config.removalPolicy === 'retain' });
     const c = props.config;
     const removalPolicy = c.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
 

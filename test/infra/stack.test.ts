@@ -62,8 +62,10 @@ let raw: Json;
 
 const variant = (config: Parameters<typeof synthFarm>[1]) => {
   const s = synthFarm(join(dir, `v${Math.random().toString(36).slice(2)}`), config, { bundle: false });
-  return { t: Template.fromJSON(JSON.parse(readFileSync(s.templateFile, 'utf8'))), json: JSON.parse(readFileSync(s.templateFile, 'utf8')) as Json };
+  return { s, t: Template.fromJSON(JSON.parse(readFileSync(s.templateFile, 'utf8'))), json: JSON.parse(readFileSync(s.templateFile, 'utf8')) as Json };
 };
+/** Termination protection as `cdk deploy` reads it: from the stack's artifact in the cloud assembly. */
+const terminationProtection = (s: Synthesised) => s.app.synth().getStackArtifact(s.stack.artifactId).terminationProtection;
 const resources = (json: Json, type: string) => Object.entries(json.Resources as Record<string, Json>).filter(([, r]) => r.Type === type);
 const only = (json: Json, type: string) => {
   const r = resources(json, type);
@@ -316,6 +318,39 @@ describe('outputs', () => {
     expect(JSON.stringify(raw)).not.toMatch(/bft_[A-Za-z0-9_-]{20,}/);
     expect(resources(raw, 'AWS::SecretsManager::Secret')).toHaveLength(0);
     expect(raw.Parameters ?? {}).not.toHaveProperty('Token');
+  });
+});
+
+describe('a production stage cannot delete its data', () => {
+  test('removalPolicy destroy is refused for a production stage, with a message naming the keys', () => {
+    for (const stage of ['prod', 'production', 'prod-eu'])
+      expect(() => variant({ stage, removalPolicy: 'destroy' })).toThrowError(
+        new RegExp(
+          `bootfarm stack: bad context\\n  bootfarm:removalPolicy = "destroy": refused for bootfarm:stage = "${stage}" \\(a production stage\\): cdk destroy would delete its table and empty its bucket\\. ` +
+            'Leave bootfarm:removalPolicy at retain; to tear this stage down on purpose, also pass -c bootfarm:allowDestroyProd=true',
+        ),
+      );
+    // Other stages may be throw-away; a prod-like name that is not a production stage is not caught.
+    for (const stage of ['dev', 'products', 'preprod']) variant({ stage, removalPolicy: 'destroy' }).t.hasResource('AWS::DynamoDB::GlobalTable', { DeletionPolicy: 'Delete' });
+  });
+
+  test('bootfarm:allowDestroyProd=true lets a production stage be torn down on purpose', () => {
+    const { s, t, json } = variant({ stage: 'prod', removalPolicy: 'destroy', allowDestroyProd: 'true' });
+    t.hasResourceProperties('AWS::DynamoDB::GlobalTable', { Replicas: [Match.objectLike({ DeletionProtectionEnabled: false })] });
+    expect(resources(json, 'Custom::S3AutoDeleteObjects')).toHaveLength(1);
+    expect(terminationProtection(s)).toBe(false);
+    // The override alone changes nothing: a retained prod stage stays retained.
+    const kept = variant({ stage: 'prod', allowDestroyProd: true });
+    kept.t.hasResourceProperties('AWS::DynamoDB::GlobalTable', { Replicas: [Match.objectLike({ DeletionProtectionEnabled: true })] });
+    expect(terminationProtection(kept.s)).toBe(true);
+    expect(() => variant({ allowDestroyProd: 'yes' })).toThrowError(/bootfarm:allowDestroyProd = "yes"/);
+  });
+
+  test('a retain stack has CloudFormation termination protection; a destroy stack does not', () => {
+    expect(farm.stack.terminationProtection).toBe(true);
+    expect(terminationProtection(farm)).toBe(true);
+    expect(terminationProtection(variant({ stage: 'prod' }).s)).toBe(true);
+    expect(terminationProtection(variant({ removalPolicy: 'destroy' }).s)).toBe(false);
   });
 });
 
