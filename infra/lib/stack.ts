@@ -50,7 +50,7 @@ export class BootfarmStack extends Stack {
     });
     this.table.grantApiAccess(this.api.fn);
     this.bucket.grantApiAccess(this.api.fn);
-    this.signingKey.grantSigning(this.api.fn);
+    this.signingKey.grantSigning(this.api.role);
 
     this.endpoint = new ApiEndpoint(this, 'Endpoint', {
       fn: this.api.fn,
