@@ -2,7 +2,7 @@
  * The control plane of one farm: connects the constructs, nothing more.
  * Every value that varies comes in as a parsed StackConfig (infra/lib/config.ts).
  */
-import { CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { Annotations, CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import type { StackConfig } from './config.js';
@@ -57,6 +57,13 @@ export class BootfarmStack extends Stack {
       domain: c.domainName && c.certificateArn ? { name: c.domainName, certificateArn: c.certificateArn } : undefined,
     });
     this.alarms = new ApiAlarms(this, 'Alarms', { fn: this.api.fn, logGroup: this.api.logGroup, latencyMs: c.latencyAlarmMs, email: c.alarmEmail });
+    // A farm that is kept is one someone relies on: alarms that reach nobody are worth a warning on every synth and deploy.
+    if (c.removalPolicy === 'retain' && !c.alarmEmail)
+      Annotations.of(this.alarms).addWarningV2(
+        'bootfarm:alarmEmail-unset',
+        'bootfarm:alarmEmail is not set: the alarm topic has no subscriber, so the alarms (errors, 500s, throttles, latency) notify nobody. ' +
+          'Pass -c bootfarm:alarmEmail=ops@example.com, or subscribe to the AlarmTopicArn output yourself (docs/deploy.md, settings)',
+      );
 
     new CfnOutput(this, 'ApiUrl', { description: 'The API: bootfarm login --api <this> --token <token>', value: this.endpoint.url });
     if (this.endpoint.distribution) {

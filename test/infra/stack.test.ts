@@ -4,7 +4,7 @@
  * redacted. The default stack is synthesised once with real bundling (what
  * `cdk deploy` uploads); variants skip bundling.
  */
-import { Match, Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -417,6 +417,15 @@ describe('alarms', () => {
 
   test('an alarm e-mail subscribes to the topic', () => {
     variant({ alarmEmail: 'ops@example.com' }).t.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com' });
+  });
+
+  test('a retain stage without an alarm e-mail warns at synth that the alarms notify nobody', () => {
+    const warning = Match.stringLikeRegexp('^bootfarm:alarmEmail is not set: the alarm topic has no subscriber, so the alarms .* notify nobody\\. Pass -c bootfarm:alarmEmail=');
+    Annotations.fromStack(farm.stack).hasWarning('/bootfarm-dev/Alarms', warning);
+    Annotations.fromStack(variant({ stage: 'prod' }).s.stack).hasWarning('/bootfarm-prod/Alarms', warning);
+    // With a subscriber, or on a throw-away stage, nothing to say.
+    Annotations.fromStack(variant({ alarmEmail: 'ops@example.com' }).s.stack).hasNoWarning('*', Match.anyValue());
+    Annotations.fromStack(variant({ removalPolicy: 'destroy' }).s.stack).hasNoWarning('*', Match.anyValue());
   });
 });
 
