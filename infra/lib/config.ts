@@ -17,6 +17,13 @@ const int = (min: number, max: number) => z.union([z.number(), z.string().regex(
  */
 export const isProductionStage = (stage: string): boolean => /^prod(uction)?(-|$)/.test(stage);
 
+/**
+ * The reserved concurrency of a production stage's API unless `reservedConcurrency` says otherwise: a cap on what a
+ * flood of requests to the public Function URL can take from the account (and cost), and a floor no other function of
+ * the account can take from the farm. A farm at rest uses about 0.01 per appliance (infra/README.md).
+ */
+export const PRODUCTION_RESERVED_CONCURRENCY = 50;
+
 export const StackConfigSchema = z
   .object({
     /** Names the stack and its resources: `bootfarm-<stage>`. Lower-case letters, digits and '-'. */
@@ -54,8 +61,11 @@ export const StackConfigSchema = z
     noncurrentVersionDays: int(1, 3650).default(30),
     /** An address that receives the alarms (SNS e-mail subscription, confirmed by its owner). */
     alarmEmail: z.email('must be an e-mail address').optional(),
-    /** Most concurrent API invocations; unset shares the account's pool. */
-    reservedConcurrency: int(1, 10000).optional(),
+    /**
+     * Most concurrent API invocations, reserved from the account's pool. `none`: no reservation (the account's
+     * shared pool). @default PRODUCTION_RESERVED_CONCURRENCY for a production stage, none for others
+     */
+    reservedConcurrency: z.union([int(1, 10000), z.literal('none')], { error: 'must be a whole number from 1 to 10000, or none' }).optional(),
     /** p99 API latency (ms) above which the latency alarm fires. @default 3000 */
     latencyAlarmMs: int(100, 900000).default(3000),
     /** Turn on X-Ray tracing for the API function. @default false */
@@ -72,7 +82,11 @@ export const StackConfigSchema = z
       });
     if (!!c.domainName !== !!c.certificateArn)
       ctx.addIssue({ code: 'custom', path: [c.domainName ? 'certificateArn' : 'domainName'], message: 'domainName and certificateArn go together: set both or neither' });
-  });
+  })
+  .transform(({ reservedConcurrency, ...c }) => ({
+    ...c,
+    reservedConcurrency: reservedConcurrency === 'none' ? undefined : (reservedConcurrency ?? (isProductionStage(c.stage) ? PRODUCTION_RESERVED_CONCURRENCY : undefined)),
+  }));
 
 export type StackConfig = z.infer<typeof StackConfigSchema>;
 export type StackConfigInput = z.input<typeof StackConfigSchema>;

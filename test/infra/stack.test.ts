@@ -307,6 +307,18 @@ describe('API function', () => {
     });
   });
 
+  test('a production stage reserves 50 concurrent executions by default (a cap for the public URL); other stages share the account pool unless set', () => {
+    const reserved = (config: Parameters<typeof synthFarm>[1]) => only(variant(config).json, 'AWS::Lambda::Function')[1].Properties.ReservedConcurrentExecutions;
+    expect(only(raw, 'AWS::Lambda::Function')[1].Properties.ReservedConcurrentExecutions).toBeUndefined();
+    expect(reserved({ stage: 'prod' })).toBe(50);
+    expect(reserved({ stage: 'prod-eu' })).toBe(50);
+    expect(reserved({ stage: 'prod', reservedConcurrency: '20' })).toBe(20);
+    expect(reserved({ stage: 'prod', reservedConcurrency: 'none' })).toBeUndefined();
+    expect(reserved({ reservedConcurrency: 5 })).toBe(5);
+    expect(() => variant({ reservedConcurrency: 'lots' })).toThrowError(/bootfarm:reservedConcurrency = "lots": must be a whole number from 1 to 10000, or none/);
+    expect(() => variant({ reservedConcurrency: 0 })).toThrowError(/bootfarm:reservedConcurrency = 0:/);
+  });
+
   test('keeps its logs for the configured retention (90 days by default)', () => {
     template.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 90 });
     const [logId] = only(raw, 'AWS::Logs::LogGroup');

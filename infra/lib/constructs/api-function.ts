@@ -33,7 +33,7 @@ export interface ApiFunctionProps {
   readonly logRetentionDays?: logs.RetentionDays;
   /** What happens to the log group on stack deletion. @default RemovalPolicy.RETAIN */
   readonly logRemovalPolicy?: RemovalPolicy;
-  /** @default none: the account's shared pool */
+  /** Caps (and reserves) concurrent invocations: the Function URL is public. @default none: the account's shared pool */
   readonly reservedConcurrency?: number;
   /** @default false */
   readonly tracing?: boolean;
