@@ -70,6 +70,15 @@ export const StackConfigSchema = z
     latencyAlarmMs: int(100, 900000).default(3000),
     /** Turn on X-Ray tracing for the API function. @default false */
     tracing: bool.default(false),
+    /**
+     * Lambda's system log level for the API function. WARN drops the per-request platform records (START, and REPORT
+     * with duration, billed duration, max memory used and init duration); INFO brings them back. @default WARN
+     */
+    systemLogLevel: z
+      .string()
+      .transform((s) => s.toUpperCase())
+      .pipe(z.enum(['DEBUG', 'INFO', 'WARN'], { error: 'must be WARN, INFO or DEBUG' }))
+      .default('WARN'),
   })
   .superRefine((c, ctx) => {
     if (c.removalPolicy === 'destroy' && isProductionStage(c.stage) && !c.allowDestroyProd)
@@ -104,6 +113,7 @@ export const CONTEXT_KEYS: Record<keyof StackConfig, string> = {
   reservedConcurrency: 'bootfarm:reservedConcurrency',
   latencyAlarmMs: 'bootfarm:latencyAlarmMs',
   tracing: 'bootfarm:tracing',
+  systemLogLevel: 'bootfarm:systemLogLevel',
 };
 
 /** Parses the context; a bad value throws one message naming each key at fault. */

@@ -47,6 +47,7 @@ export class BootfarmStack extends Stack {
       logRemovalPolicy: removalPolicy,
       reservedConcurrency: c.reservedConcurrency,
       tracing: c.tracing,
+      systemLogLevel: c.systemLogLevel,
     });
     this.table.grantApiAccess(this.api.fn);
     this.bucket.grantApiAccess(this.api.fn);

@@ -325,6 +325,13 @@ describe('API function', () => {
     template.hasResourceProperties('AWS::Lambda::Function', { LoggingConfig: { LogFormat: 'JSON', LogGroup: { Ref: logId }, ApplicationLogLevel: 'INFO', SystemLogLevel: 'WARN' } });
     variant({ logRetentionDays: 30 }).t.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
   });
+
+  test('drops the per-request REPORT lines by default (system log level WARN), and bootfarm:systemLogLevel brings them back', () => {
+    template.hasResourceProperties('AWS::Lambda::Function', { LoggingConfig: Match.objectLike({ SystemLogLevel: 'WARN' }) });
+    variant({ systemLogLevel: 'INFO' }).t.hasResourceProperties('AWS::Lambda::Function', { LoggingConfig: Match.objectLike({ SystemLogLevel: 'INFO', ApplicationLogLevel: 'INFO' }) });
+    variant({ systemLogLevel: 'debug' }).t.hasResourceProperties('AWS::Lambda::Function', { LoggingConfig: Match.objectLike({ SystemLogLevel: 'DEBUG' }) });
+    expect(() => variant({ systemLogLevel: 'verbose' })).toThrowError(/bootfarm:systemLogLevel = "verbose": must be WARN, INFO or DEBUG/);
+  });
 });
 
 describe('least privilege', () => {

@@ -37,6 +37,8 @@ export interface ApiFunctionProps {
   readonly reservedConcurrency?: number;
   /** @default false */
   readonly tracing?: boolean;
+  /** Lambda's own per-request records (START, REPORT): WARN drops them. @default WARN */
+  readonly systemLogLevel?: 'DEBUG' | 'INFO' | 'WARN';
 }
 
 export class ApiFunction extends Construct {
@@ -71,8 +73,9 @@ export class ApiFunction extends Construct {
       logGroup: this.logGroup,
       loggingFormat: lambda.LoggingFormat.JSON,
       applicationLogLevelV2: lambda.ApplicationLogLevel.INFO,
-      // The platform's START/END/REPORT lines for every request were most of the log volume (docs/deploy.md, costs); errors and timeouts still show.
-      systemLogLevelV2: lambda.SystemLogLevel.WARN,
+      // WARN by default: the platform's START and REPORT records for every request were most of the log volume (docs/deploy.md,
+      // costs); errors and timeouts still show. REPORT carries init duration and max memory used: INFO (bootfarm:systemLogLevel) brings it back.
+      systemLogLevelV2: lambda.SystemLogLevel[props.systemLogLevel ?? 'WARN'],
       reservedConcurrentExecutions: props.reservedConcurrency,
       tracing: props.tracing ? lambda.Tracing.ACTIVE : lambda.Tracing.DISABLED,
     });
