@@ -106,6 +106,8 @@ const ALARMS = 4;
 const FUNCTION_URL_HEADER_BYTES = 200;
 /** Lambda's JSON record around each line the app logs (time, level, requestId). */
 const LOG_RECORD_BYTES = 120;
+/** Lambda's platform.start and platform.report records per request at system log level INFO (bootfarm:systemLogLevel). */
+const PLATFORM_RECORD_BYTES = 400;
 /** Log retention (days, the stack's default) and the compression CloudWatch stores at (taken as 6:1). */
 const LOG_RETENTION_MONTHS = 3;
 const LOG_COMPRESSION = 6;
@@ -679,6 +681,8 @@ function report(opts: RequestsBenchOptions, meter: Meter, f: RunFacts): void {
   out('| request | per appliance-hour | RRU each | WRU each | S3 each | KMS Sign each | local ms, avg | bytes out each |');
   out('|---|---|---|---|---|---|---|---|');
   let restHour = zero();
+  /** Per request of each loop, and its local time: for other intervals below. */
+  const perRequest: Partial<Record<'heartbeatMs' | 'pollMs', { u: Usage; ms: number }>> = {};
   const checks: string[] = [];
   const warnings: string[] = [];
   for (const [k, rs] of groups(rest)) {
@@ -690,6 +694,7 @@ function report(opts: RequestsBenchOptions, meter: Meter, f: RunFacts): void {
       // One request per loop iteration; an iteration is the interval (mean: itself, ±10 % jitter) plus the request's time.
       // At speed that is interval/speed + local time, which is what the run is checked against.
       perHour = 3_600_000 / (f.defaults[loop] + e.ms);
+      perRequest[loop] = { u: scale(usageOf(rs), 1 / rs.length), ms: e.ms };
       const expected = (opts.restSeconds * 1000) / (f.defaults[loop] / opts.speed + e.ms);
       checks.push(`${k}: ${n1(observed)} per appliance in the run, ${n1(expected)} expected`);
       if (Math.abs(observed / expected - 1) > 0.05) warnings.push(`${k}: ${n1(observed)} per appliance at rest, not the ${n1(expected)} one request per loop iteration gives: the per-hour figure is wrong`);
@@ -776,6 +781,13 @@ function report(opts: RequestsBenchOptions, meter: Meter, f: RunFacts): void {
   out(`| with the always-free tiers | ${farms.map((x) => usd(x.m.withFreeTiers)).join(' | ')} |`);
   out(`| Lambda requests / WRU / GB-s a month | ${farms.map((x) => `${n2(x.m.usage.requests / 1e6)} M / ${n2(x.m.usage.wru / 1e6)} M / ${n0(x.m.gbSeconds)}`).join(' | ')} |`);
   out(`\nWith a custom domain, CloudFront also charges each request: ${usd(month.requests * PRICES.cloudFrontRequest.usd)} per appliance-month beyond its free 10 million requests a month.`);
+  out(`At system log level INFO (${PLATFORM_RECORD_BYTES} bytes of platform records per request, assumed): ${usd((month.requests * PLATFORM_RECORD_BYTES * PRICES.logsIngestGb.usd) / 1e9)} more per appliance-month.`);
+  if (perRequest.heartbeatMs && perRequest.pollMs) {
+    const at = (ms: number) =>
+      scale(add(scale(perRequest.heartbeatMs!.u, 3_600_000 / (ms + perRequest.heartbeatMs!.ms)), scale(perRequest.pollMs!.u, 3_600_000 / (ms + perRequest.pollMs!.ms))), HOURS_PER_MONTH);
+    const slow = at(30_000);
+    out(`With heartbeat and poll both at 30 s (appliance.json intervals): ${n0(slow.requests)} requests, ${usd(costOf(slow, opts.billedMs).total)} per appliance-month.`);
+  }
 
   const c1000 = costOf(scale(perBoot, 1000), opts.billedMs);
   out(`\nPer 1,000 boots of known targets (one at a time): ${n0(perBoot.requests * 1000)} requests, ${n0(perBoot.rru * 1000)} RRU, ${n0(perBoot.wru * 1000)} WRU: **${usd(c1000.total, 4)}** (Lambda ${usd(c1000.lambdaRequests + c1000.lambdaDuration, 4)}, DynamoDB ${usd(c1000.ddbReads + c1000.ddbWrites, 4)}, log ${usd(c1000.logIngestion, 4)}, out ${usd(c1000.transferOut, 4)}).`);
