@@ -132,8 +132,10 @@ interface Rec {
   /** WRU DynamoDB Local itself reported (it counts a transaction as one item). */
   wruLocal: number;
   ddb: Record<string, number>;
-  /** Writes refused by their condition: DynamoDB charges them (at least 1 WRU each, counted so). */
+  /** Plain writes refused by their condition: DynamoDB charges them (at least 1 WRU each, counted so). */
   conditionFailures: number;
+  /** Transactions cancelled (a condition failed, or a conflict): not counted in WRU. */
+  txCancelled: number;
   s3PutList: number;
   s3Get: number;
   s3Free: number;
@@ -153,6 +155,7 @@ const newRec = (phase: string, route: string): Rec => ({
   wruLocal: 0,
   ddb: {},
   conditionFailures: 0,
+  txCancelled: 0,
   s3PutList: 0,
   s3Get: 0,
   s3Free: 0,
@@ -256,11 +259,11 @@ class Meter {
             try {
               out = await next(args);
             } catch (e) {
-              if ((e as Error).name === 'TransactionCanceledException') rec.conditionFailures++;
+              if ((e as Error).name === 'TransactionCanceledException') rec.txCancelled++;
               throw e;
             }
             const after = await Promise.all(items.map((i) => read(i.table, i.key)));
-            // A ConditionCheck reads, it does not write: charged as a transactional read (2 RRU per 4 KB).
+            // A ConditionCheck (the API sends none: it has no dynamodb:ConditionCheckItem) is counted as a transactional read, 2 RRU per 4 KB.
             items.forEach((it, n) => {
               if (it.kind === 'ConditionCheck') rec.rru += 2 * Math.max(1, Math.ceil((before[n] ? itemBytes(before[n]!) : 0) / 4096));
               else rec.wru += writeUnits(before[n] ?? null, after[n] ?? null, 2);
@@ -802,7 +805,8 @@ function report(opts: RequestsBenchOptions, meter: Meter, f: RunFacts): void {
   const all = usageOf(recs);
   const wruLocal = recs.reduce((a, r) => a + r.wruLocal, 0);
   const failures = recs.reduce((a, r) => a + r.conditionFailures, 0);
-  out(`\nChecks: item sizes computed here matched DynamoDB Local's charge on ${meter.sizeCheck.matched} of ${meter.sizeCheck.writes} plain writes; all writes in the run: ${n1(all.wru)} WRU counted (transactions per item), ${n1(wruLocal)} as DynamoDB Local reports them; ${failures} writes refused by a condition (charged 1 WRU each); KMS Sign: ${all.kmsSign} counted, ${f.kmsSigns} at the KMS stand-in.`);
+  const cancelled = recs.reduce((a, r) => a + r.txCancelled, 0);
+  out(`\nChecks: item sizes computed here matched DynamoDB Local's charge on ${meter.sizeCheck.matched} of ${meter.sizeCheck.writes} plain writes; all writes in the run: ${n1(all.wru)} WRU counted (transactions per item), ${n1(wruLocal)} as DynamoDB Local reports them; ${failures} plain writes refused by a condition (charged 1 WRU each), ${cancelled} transactions cancelled (not charged here); KMS Sign: ${all.kmsSign} counted, ${f.kmsSigns} at the KMS stand-in.`);
   out(`Appliance errors logged during the run: ${f.applianceErrors.length ? f.applianceErrors.slice(0, 5).join('; ') : 'none'}.`);
   out(`Assumed, not measured: ${opts.billedMs} ms billed per request; ${FUNCTION_URL_HEADER_BYTES} bytes of Function URL headers per answer; ${LOG_RECORD_BYTES} bytes of Lambda JSON record per app log line, no platform records (system log level WARN); GSI writes of a transaction doubled like the table's.`);
 }
