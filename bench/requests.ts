@@ -139,7 +139,9 @@ interface Rec {
   s3PutList: number;
   s3Get: number;
   s3Free: number;
-  presigned: number;
+  /** Presigned URLs handed out, by the class of the request their user makes: PUT (pushes) or GET (chunk downloads). */
+  presignedPut: number;
+  presignedGet: number;
   kmsSign: number;
   logBytes: number;
   outBytes: number;
@@ -159,7 +161,8 @@ const newRec = (phase: string, route: string): Rec => ({
   s3PutList: 0,
   s3Get: 0,
   s3Free: 0,
-  presigned: 0,
+  presignedPut: 0,
+  presignedGet: 0,
   kmsSign: 0,
   logBytes: 0,
   outBytes: 0,
@@ -314,7 +317,10 @@ class Meter {
       (next, context) => async (args) => {
         const out = await next(args);
         // The presigner stops the stack before it sends: no `deserialize` step ran for this call.
-        if (!sent.has(context)) this.current().presigned++;
+        if (!sent.has(context)) {
+          if (S3_PUT_LIST.has(context.commandName as string)) this.current().presignedPut++;
+          else this.current().presignedGet++;
+        }
         return out;
       },
       { step: 'initialize', name: 'benchS3Presigned' },
@@ -392,8 +398,8 @@ function usageOf(recs: Rec[]): Usage {
     u.rru += r.rru;
     u.wru += r.wru;
     // A presigned URL becomes one request by its user: GETs (chunk downloads) in the cheap class, PUTs (pushes) in the other.
-    u.s3PutList += r.s3PutList;
-    u.s3Get += r.s3Get + r.presigned;
+    u.s3PutList += r.s3PutList + r.presignedPut;
+    u.s3Get += r.s3Get + r.presignedGet;
     u.kmsSign += r.kmsSign;
     u.logBytes += r.logBytes;
     u.outBytes += r.outBytes;
