@@ -8,6 +8,7 @@
  *   npm run bench -- nbd [--size 1G] [--runs 5] [--jobs 4] [--seconds 5]
  *   npm run bench -- failover [--runs 10] [--targets 50,200,500]   (root: network namespaces)
  *   npm run bench -- lambda [--runs 10] [--warm 20]
+ *   npm run bench -- requests [--appliances 2] [--speed 10] [--rest-seconds 60] [--boots 10] [--auto-adds 3] [--billed-ms 25]
  */
 import '../cli/node-warnings.js';
 import { parseArgs } from 'node:util';
@@ -59,6 +60,36 @@ const SUITES: Record<string, (args: string[]) => Promise<void>> = {
     if (!Number.isInteger(warm) || warm < 1 || warm > 1000) throw new Error(`--warm ${values.warm}: must be a whole number from 1 to 1000`);
     const { benchLambda } = await import('./lambda.js');
     await benchLambda({ runs, warm, out: (s) => console.log(s), log: (s) => console.error(s) });
+  },
+  requests: async (args) => {
+    const { values } = parseArgs({
+      args,
+      options: {
+        appliances: { type: 'string', default: '2' },
+        speed: { type: 'string', default: '10' },
+        'rest-seconds': { type: 'string', default: '60' },
+        boots: { type: 'string', default: '10' },
+        'auto-adds': { type: 'string', default: '3' },
+        'billed-ms': { type: 'string', default: '25' },
+      },
+      strict: true,
+    });
+    const int = (flag: string, v: string, min: number, max: number) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${flag} ${v}: must be a whole number from ${min} to ${max}`);
+      return n;
+    };
+    const { benchRequests } = await import('./requests.js');
+    await benchRequests({
+      appliances: int('appliances', values.appliances, 1, 10),
+      speed: int('speed', values.speed, 1, 50),
+      restSeconds: int('rest-seconds', values['rest-seconds'], 5, 3600),
+      boots: int('boots', values.boots, 1, 200),
+      autoAdds: int('auto-adds', values['auto-adds'], 1, 50),
+      billedMs: int('billed-ms', values['billed-ms'], 1, 900_000),
+      out: (s) => console.log(s),
+      log: (s) => console.error(s),
+    });
   },
 };
 

@@ -11,6 +11,19 @@ export const LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 36
 const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((s) => s === 'true')]);
 const int = (min: number, max: number) => z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]).pipe(z.number().int().min(min).max(max));
 
+/**
+ * Stages that hold a real farm: `prod`, `production`, and `prod-<anything>` (e.g. prod-eu).
+ * They may not be `destroy` stages without `allowDestroyProd`, and get a reserved concurrency by default.
+ */
+export const isProductionStage = (stage: string): boolean => /^prod(uction)?(-|$)/.test(stage);
+
+/**
+ * The reserved concurrency of a production stage's API unless `reservedConcurrency` says otherwise: a cap on what a
+ * flood of requests to the public Function URL can take from the account (and cost), and a floor no other function of
+ * the account can take from the farm. A farm at rest uses about 0.01 per appliance (infra/README.md).
+ */
+export const PRODUCTION_RESERVED_CONCURRENCY = 50;
+
 export const StackConfigSchema = z
   .object({
     /** Names the stack and its resources: `bootfarm-<stage>`. Lower-case letters, digits and '-'. */
@@ -39,21 +52,50 @@ export const StackConfigSchema = z
      * `destroy` is for throw-away stages and empties the bucket.
      */
     removalPolicy: z.enum(['retain', 'destroy']).default('retain'),
+    /**
+     * Lets a production stage (isProductionStage) be a `destroy` stage: for tearing one down on
+     * purpose (docs/deploy.md, tearing down). Without it such a stage refuses `destroy`. @default false
+     */
+    allowDestroyProd: bool.default(false),
     /** Days a deleted or overwritten object stays recoverable in the versioned bucket. @default 30 */
     noncurrentVersionDays: int(1, 3650).default(30),
     /** An address that receives the alarms (SNS e-mail subscription, confirmed by its owner). */
     alarmEmail: z.email('must be an e-mail address').optional(),
-    /** Most concurrent API invocations; unset shares the account's pool. */
-    reservedConcurrency: int(1, 10000).optional(),
+    /**
+     * Most concurrent API invocations, reserved from the account's pool. `none`: no reservation (the account's
+     * shared pool). @default PRODUCTION_RESERVED_CONCURRENCY for a production stage, none for others
+     */
+    reservedConcurrency: z.union([int(1, 10000), z.literal('none')], { error: 'must be a whole number from 1 to 10000, or none' }).optional(),
     /** p99 API latency (ms) above which the latency alarm fires. @default 3000 */
     latencyAlarmMs: int(100, 900000).default(3000),
     /** Turn on X-Ray tracing for the API function. @default false */
     tracing: bool.default(false),
+    /**
+     * Lambda's system log level for the API function. WARN drops the per-request platform records (START, and REPORT
+     * with duration, billed duration, max memory used and init duration); INFO brings them back. @default WARN
+     */
+    systemLogLevel: z
+      .string()
+      .transform((s) => s.toUpperCase())
+      .pipe(z.enum(['DEBUG', 'INFO', 'WARN'], { error: 'must be WARN, INFO or DEBUG' }))
+      .default('WARN'),
   })
   .superRefine((c, ctx) => {
+    if (c.removalPolicy === 'destroy' && isProductionStage(c.stage) && !c.allowDestroyProd)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['removalPolicy'],
+        message:
+          `refused for bootfarm:stage = "${c.stage}" (a production stage): cdk destroy would delete its table and empty its bucket. ` +
+          'Leave bootfarm:removalPolicy at retain; to tear this stage down on purpose, also pass -c bootfarm:allowDestroyProd=true (docs/deploy.md, tearing down)',
+      });
     if (!!c.domainName !== !!c.certificateArn)
       ctx.addIssue({ code: 'custom', path: [c.domainName ? 'certificateArn' : 'domainName'], message: 'domainName and certificateArn go together: set both or neither' });
-  });
+  })
+  .transform(({ reservedConcurrency, ...c }) => ({
+    ...c,
+    reservedConcurrency: reservedConcurrency === 'none' ? undefined : (reservedConcurrency ?? (isProductionStage(c.stage) ? PRODUCTION_RESERVED_CONCURRENCY : undefined)),
+  }));
 
 export type StackConfig = z.infer<typeof StackConfigSchema>;
 export type StackConfigInput = z.input<typeof StackConfigSchema>;
@@ -65,11 +107,13 @@ export const CONTEXT_KEYS: Record<keyof StackConfig, string> = {
   certificateArn: 'bootfarm:certificateArn',
   logRetentionDays: 'bootfarm:logRetentionDays',
   removalPolicy: 'bootfarm:removalPolicy',
+  allowDestroyProd: 'bootfarm:allowDestroyProd',
   noncurrentVersionDays: 'bootfarm:noncurrentVersionDays',
   alarmEmail: 'bootfarm:alarmEmail',
   reservedConcurrency: 'bootfarm:reservedConcurrency',
   latencyAlarmMs: 'bootfarm:latencyAlarmMs',
   tracing: 'bootfarm:tracing',
+  systemLogLevel: 'bootfarm:systemLogLevel',
 };
 
 /** Parses the context; a bad value throws one message naming each key at fault. */

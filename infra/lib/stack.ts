@@ -2,7 +2,7 @@
  * The control plane of one farm: connects the constructs, nothing more.
  * Every value that varies comes in as a parsed StackConfig (infra/lib/config.ts).
  */
-import { CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { Annotations, CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import type { StackConfig } from './config.js';
@@ -26,7 +26,9 @@ export class BootfarmStack extends Stack {
   readonly alarms: ApiAlarms;
 
   constructor(scope: Construct, id: string, props: BootfarmStackProps) {
-    super(scope, id, props);
+    // A retained farm is also protected as a stack: `cdk destroy` (or a delete in the console) is refused until someone
+    // turns termination protection off on purpose. Destroy stages are throw-away and stay deletable.
+    super(scope, id, { ...props, terminationProtection: props.config.removalPolicy === 'retain' });
     const c = props.config;
     const removalPolicy = c.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
 
@@ -45,16 +47,24 @@ export class BootfarmStack extends Stack {
       logRemovalPolicy: removalPolicy,
       reservedConcurrency: c.reservedConcurrency,
       tracing: c.tracing,
+      systemLogLevel: c.systemLogLevel,
     });
     this.table.grantApiAccess(this.api.fn);
     this.bucket.grantApiAccess(this.api.fn);
-    this.signingKey.grantSigning(this.api.fn);
+    this.signingKey.grantSigning(this.api.role);
 
     this.endpoint = new ApiEndpoint(this, 'Endpoint', {
       fn: this.api.fn,
       domain: c.domainName && c.certificateArn ? { name: c.domainName, certificateArn: c.certificateArn } : undefined,
     });
     this.alarms = new ApiAlarms(this, 'Alarms', { fn: this.api.fn, logGroup: this.api.logGroup, latencyMs: c.latencyAlarmMs, email: c.alarmEmail });
+    // A farm that is kept is one someone relies on: alarms that reach nobody are worth a warning on every synth and deploy.
+    if (c.removalPolicy === 'retain' && !c.alarmEmail)
+      Annotations.of(this.alarms).addWarningV2(
+        'bootfarm:alarmEmail-unset',
+        'bootfarm:alarmEmail is not set: the alarm topic has no subscriber, so the alarms (errors, 500s, throttles, latency) notify nobody. ' +
+          'Pass -c bootfarm:alarmEmail=ops@example.com, or subscribe to the AlarmTopicArn output yourself (docs/deploy.md, settings)',
+      );
 
     new CfnOutput(this, 'ApiUrl', { description: 'The API: bootfarm login --api <this> --token <token>', value: this.endpoint.url });
     if (this.endpoint.distribution) {

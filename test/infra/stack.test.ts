@@ -4,7 +4,7 @@
  * redacted. The default stack is synthesised once with real bundling (what
  * `cdk deploy` uploads); variants skip bundling.
  */
-import { Match, Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -62,8 +62,10 @@ let raw: Json;
 
 const variant = (config: Parameters<typeof synthFarm>[1]) => {
   const s = synthFarm(join(dir, `v${Math.random().toString(36).slice(2)}`), config, { bundle: false });
-  return { t: Template.fromJSON(JSON.parse(readFileSync(s.templateFile, 'utf8'))), json: JSON.parse(readFileSync(s.templateFile, 'utf8')) as Json };
+  return { s, t: Template.fromJSON(JSON.parse(readFileSync(s.templateFile, 'utf8'))), json: JSON.parse(readFileSync(s.templateFile, 'utf8')) as Json };
 };
+/** Termination protection as `cdk deploy` reads it: from the stack's artifact in the cloud assembly. */
+const terminationProtection = (s: Synthesised) => s.app.synth().getStackArtifact(s.stack.artifactId).terminationProtection;
 const resources = (json: Json, type: string) => Object.entries(json.Resources as Record<string, Json>).filter(([, r]) => r.Type === type);
 const only = (json: Json, type: string) => {
   const r = resources(json, type);
@@ -161,6 +163,122 @@ describe('signing key', () => {
   });
 });
 
+/** The resources each resource references (Ref, Fn::GetAtt, Fn::Sub, DependsOn): what CloudFormation orders creation by. */
+function dependencies(json: Json): Map<string, Set<string>> {
+  const ids = new Set(Object.keys(json.Resources));
+  const deps = new Map<string, Set<string>>();
+  const walk = (v: unknown, into: Set<string>): void => {
+    if (Array.isArray(v)) return v.forEach((x) => walk(x, into));
+    if (!v || typeof v !== 'object') return;
+    for (const [k, x] of Object.entries(v)) {
+      if (k === 'Ref' && typeof x === 'string' && ids.has(x)) into.add(x);
+      else if (k === 'Fn::GetAtt') into.add(Array.isArray(x) ? String(x[0]) : String(x).split('.')[0]!);
+      else if (k === 'Fn::Sub') for (const [, name] of String(Array.isArray(x) ? x[0] : x).matchAll(/\$\{([^}.!]+)/g)) if (ids.has(name!)) into.add(name!);
+      walk(x, into);
+    }
+  };
+  for (const [id, r] of Object.entries(json.Resources as Record<string, Json>)) {
+    const into = new Set<string>([r.DependsOn ?? []].flat());
+    walk(r.Properties, into);
+    deps.set(id, into);
+  }
+  return deps;
+}
+
+/** A dependency cycle, as a list of resource ids, or null. */
+function cycle(json: Json): string[] | null {
+  const deps = dependencies(json);
+  const state = new Map<string, 'open' | 'done'>();
+  const visit = (id: string, path: string[]): string[] | null => {
+    if (state.get(id) === 'done') return null;
+    if (state.get(id) === 'open') return [...path.slice(path.indexOf(id)), id];
+    state.set(id, 'open');
+    for (const d of deps.get(id) ?? []) {
+      const c = visit(d, [...path, id]);
+      if (c) return c;
+    }
+    state.set(id, 'done');
+    return null;
+  };
+  for (const id of deps.keys()) {
+    const c = visit(id, []);
+    if (c) return c;
+  }
+  return null;
+}
+
+describe('only the API role can sign with the farm key', () => {
+  /**
+   * Whether the key policy, on its own, denies kms:Sign to a principal: an explicit Deny wins over any Allow, in the key
+   * policy, an IAM policy or a grant. `principal` is an ARN, or the API role's Fn::GetAtt (its ARN is only known at deploy).
+   */
+  const keyPolicyDeniesSign = (statements: Json[], principal: unknown): boolean =>
+    statements.some((st) => {
+      if (st.Effect !== 'Deny') return false;
+      // Only the forms this test can judge; anything else is not counted as a Deny (the test then fails, not passes).
+      if (st.NotPrincipal || st.NotAction || st.NotResource) return false;
+      const actions = [st.Action].flat() as string[];
+      if (!actions.some((a) => new RegExp(`^${a.replace(/\*/g, '.*')}$`).test('kms:Sign'))) return false;
+      if (JSON.stringify(st.Principal) !== JSON.stringify({ AWS: '*' }) || st.Resource !== '*') return false;
+      const ops = Object.entries((st.Condition ?? {}) as Record<string, Record<string, unknown>>);
+      return ops.every(([op, keys]) => {
+        if (op !== 'ArnNotEquals' || Object.keys(keys).join() !== 'aws:PrincipalArn') return false;
+        return [keys['aws:PrincipalArn']].flat().every((exempt) => JSON.stringify(exempt) !== JSON.stringify(principal));
+      });
+    });
+
+  test('no principal other than the API role can be allowed kms:Sign: the key policy denies it to everyone else', () => {
+    const [, key] = only(raw, 'AWS::KMS::Key');
+    const [roleId] = only(raw, 'AWS::IAM::Role');
+    const statements: Json[] = key.Properties.KeyPolicy.Statement;
+    const apiRole = { 'Fn::GetAtt': [roleId, 'Arn'] };
+    // The Deny as it must read.
+    expect(statements).toContainEqual({
+      Sid: 'OnlyTheApiRoleSigns',
+      Effect: 'Deny',
+      Principal: { AWS: '*' },
+      Action: 'kms:Sign',
+      Resource: '*',
+      Condition: { ArnNotEquals: { 'aws:PrincipalArn': apiRole } },
+    });
+    // Whoever an Allow names, and whatever IAM policies say: every other principal is denied, the API role is not.
+    for (const other of [
+      'arn:aws:iam::123456789012:root',
+      'arn:aws:iam::123456789012:role/Admin',
+      'arn:aws:iam::123456789012:role/cdk-hnb659fds-cfn-exec-role-123456789012-eu-west-1',
+      'arn:aws:iam::123456789012:user/alice',
+      'arn:aws:iam::210987654321:root',
+    ])
+      expect(keyPolicyDeniesSign(statements, other), other).toBe(true);
+    expect(keyPolicyDeniesSign(statements, apiRole)).toBe(false);
+    // Only the API role's policy allows it (least-privilege test above), and no statement lets another principal around the Deny.
+    for (const st of statements) expect(Object.keys(st).filter((k) => k.startsWith('Not'))).toEqual([]);
+    // A destroy stage, a custom domain or tracing change nothing here.
+    const v = variant({ removalPolicy: 'destroy', tracing: true, domainName: 'bootfarm.example.com', certificateArn: 'arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-3333-4444-555555555555' }).json;
+    expect(keyPolicyDeniesSign(only(v, 'AWS::KMS::Key')[1].Properties.KeyPolicy.Statement, 'arn:aws:iam::123456789012:role/Admin')).toBe(true);
+  });
+
+  test('the account keeps administration of the key (it stays manageable, and IAM policies apply)', () => {
+    const [, key] = only(raw, 'AWS::KMS::Key');
+    expect(key.Properties.KeyPolicy.Statement).toContainEqual({ Effect: 'Allow', Principal: { AWS: 'arn:aws:iam::123456789012:root' }, Action: 'kms:*', Resource: '*' });
+    // The only Allow in the key policy: the API role's rights come from its IAM policy (kms:Sign, kms:GetPublicKey on this key).
+    expect(key.Properties.KeyPolicy.Statement.filter((s: Json) => s.Effect === 'Allow')).toHaveLength(1);
+  });
+
+  test('the key policy naming the role makes no dependency cycle (the role\'s policy, which names the key, is a resource of its own)', () => {
+    const [keyId] = only(raw, 'AWS::KMS::Key');
+    const [roleId] = only(raw, 'AWS::IAM::Role');
+    const [policyId] = only(raw, 'AWS::IAM::Policy');
+    const deps = dependencies(raw);
+    expect(deps.get(keyId)).toEqual(new Set([roleId]));
+    expect(deps.get(roleId)).toEqual(new Set());
+    expect([...deps.get(policyId)!]).toEqual(expect.arrayContaining([keyId, roleId]));
+    expect(cycle(raw)).toBeNull();
+    // The checker sees cycles.
+    expect(cycle({ Resources: { A: { Properties: { X: { Ref: 'B' } } }, B: { DependsOn: 'A', Properties: {} } } })).toEqual(['A', 'B', 'A']);
+  });
+});
+
 describe('API function', () => {
   test('runs on Node 22, arm64, from an ESM bundle of functions/lambda.ts', () => {
     const [, fn] = only(raw, 'AWS::Lambda::Function');
@@ -189,11 +307,30 @@ describe('API function', () => {
     });
   });
 
+  test('a production stage reserves 50 concurrent executions by default (a cap for the public URL); other stages share the account pool unless set', () => {
+    const reserved = (config: Parameters<typeof synthFarm>[1]) => only(variant(config).json, 'AWS::Lambda::Function')[1].Properties.ReservedConcurrentExecutions;
+    expect(only(raw, 'AWS::Lambda::Function')[1].Properties.ReservedConcurrentExecutions).toBeUndefined();
+    expect(reserved({ stage: 'prod' })).toBe(50);
+    expect(reserved({ stage: 'prod-eu' })).toBe(50);
+    expect(reserved({ stage: 'prod', reservedConcurrency: '20' })).toBe(20);
+    expect(reserved({ stage: 'prod', reservedConcurrency: 'none' })).toBeUndefined();
+    expect(reserved({ reservedConcurrency: 5 })).toBe(5);
+    expect(() => variant({ reservedConcurrency: 'lots' })).toThrowError(/bootfarm:reservedConcurrency = "lots": must be a whole number from 1 to 10000, or none/);
+    expect(() => variant({ reservedConcurrency: 0 })).toThrowError(/bootfarm:reservedConcurrency = 0:/);
+  });
+
   test('keeps its logs for the configured retention (90 days by default)', () => {
     template.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 90 });
     const [logId] = only(raw, 'AWS::Logs::LogGroup');
     template.hasResourceProperties('AWS::Lambda::Function', { LoggingConfig: { LogFormat: 'JSON', LogGroup: { Ref: logId }, ApplicationLogLevel: 'INFO', SystemLogLevel: 'WARN' } });
     variant({ logRetentionDays: 30 }).t.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
+  });
+
+  test('drops the per-request REPORT lines by default (system log level WARN), and bootfarm:systemLogLevel brings them back', () => {
+    template.hasResourceProperties('AWS::Lambda::Function', { LoggingConfig: Match.objectLike({ SystemLogLevel: 'WARN' }) });
+    variant({ systemLogLevel: 'INFO' }).t.hasResourceProperties('AWS::Lambda::Function', { LoggingConfig: Match.objectLike({ SystemLogLevel: 'INFO', ApplicationLogLevel: 'INFO' }) });
+    variant({ systemLogLevel: 'debug' }).t.hasResourceProperties('AWS::Lambda::Function', { LoggingConfig: Match.objectLike({ SystemLogLevel: 'DEBUG' }) });
+    expect(() => variant({ systemLogLevel: 'verbose' })).toThrowError(/bootfarm:systemLogLevel = "verbose": must be WARN, INFO or DEBUG/);
   });
 });
 
@@ -300,6 +437,15 @@ describe('alarms', () => {
   test('an alarm e-mail subscribes to the topic', () => {
     variant({ alarmEmail: 'ops@example.com' }).t.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com' });
   });
+
+  test('a retain stage without an alarm e-mail warns at synth that the alarms notify nobody', () => {
+    const warning = Match.stringLikeRegexp('^bootfarm:alarmEmail is not set: the alarm topic has no subscriber, so the alarms .* notify nobody\\. Pass -c bootfarm:alarmEmail=');
+    Annotations.fromStack(farm.stack).hasWarning('/bootfarm-dev/Alarms', warning);
+    Annotations.fromStack(variant({ stage: 'prod' }).s.stack).hasWarning('/bootfarm-prod/Alarms', warning);
+    // With a subscriber, or on a throw-away stage, nothing to say.
+    Annotations.fromStack(variant({ alarmEmail: 'ops@example.com' }).s.stack).hasNoWarning('*', Match.anyValue());
+    Annotations.fromStack(variant({ removalPolicy: 'destroy' }).s.stack).hasNoWarning('*', Match.anyValue());
+  });
 });
 
 describe('outputs', () => {
@@ -316,6 +462,39 @@ describe('outputs', () => {
     expect(JSON.stringify(raw)).not.toMatch(/bft_[A-Za-z0-9_-]{20,}/);
     expect(resources(raw, 'AWS::SecretsManager::Secret')).toHaveLength(0);
     expect(raw.Parameters ?? {}).not.toHaveProperty('Token');
+  });
+});
+
+describe('a production stage cannot delete its data', () => {
+  test('removalPolicy destroy is refused for a production stage, with a message naming the keys', () => {
+    for (const stage of ['prod', 'production', 'prod-eu'])
+      expect(() => variant({ stage, removalPolicy: 'destroy' })).toThrowError(
+        new RegExp(
+          `bootfarm stack: bad context\\n  bootfarm:removalPolicy = "destroy": refused for bootfarm:stage = "${stage}" \\(a production stage\\): cdk destroy would delete its table and empty its bucket\\. ` +
+            'Leave bootfarm:removalPolicy at retain; to tear this stage down on purpose, also pass -c bootfarm:allowDestroyProd=true',
+        ),
+      );
+    // Other stages may be throw-away; a prod-like name that is not a production stage is not caught.
+    for (const stage of ['dev', 'products', 'preprod']) variant({ stage, removalPolicy: 'destroy' }).t.hasResource('AWS::DynamoDB::GlobalTable', { DeletionPolicy: 'Delete' });
+  });
+
+  test('bootfarm:allowDestroyProd=true lets a production stage be torn down on purpose', () => {
+    const { s, t, json } = variant({ stage: 'prod', removalPolicy: 'destroy', allowDestroyProd: 'true' });
+    t.hasResourceProperties('AWS::DynamoDB::GlobalTable', { Replicas: [Match.objectLike({ DeletionProtectionEnabled: false })] });
+    expect(resources(json, 'Custom::S3AutoDeleteObjects')).toHaveLength(1);
+    expect(terminationProtection(s)).toBe(false);
+    // The override alone changes nothing: a retained prod stage stays retained.
+    const kept = variant({ stage: 'prod', allowDestroyProd: true });
+    kept.t.hasResourceProperties('AWS::DynamoDB::GlobalTable', { Replicas: [Match.objectLike({ DeletionProtectionEnabled: true })] });
+    expect(terminationProtection(kept.s)).toBe(true);
+    expect(() => variant({ allowDestroyProd: 'yes' })).toThrowError(/bootfarm:allowDestroyProd = "yes"/);
+  });
+
+  test('a retain stack has CloudFormation termination protection; a destroy stack does not', () => {
+    expect(farm.stack.terminationProtection).toBe(true);
+    expect(terminationProtection(farm)).toBe(true);
+    expect(terminationProtection(variant({ stage: 'prod' }).s)).toBe(true);
+    expect(terminationProtection(variant({ removalPolicy: 'destroy' }).s)).toBe(false);
   });
 });
 

@@ -33,10 +33,12 @@ export interface ApiFunctionProps {
   readonly logRetentionDays?: logs.RetentionDays;
   /** What happens to the log group on stack deletion. @default RemovalPolicy.RETAIN */
   readonly logRemovalPolicy?: RemovalPolicy;
-  /** @default none: the account's shared pool */
+  /** Caps (and reserves) concurrent invocations: the Function URL is public. @default none: the account's shared pool */
   readonly reservedConcurrency?: number;
   /** @default false */
   readonly tracing?: boolean;
+  /** Lambda's own per-request records (START, REPORT): WARN drops them. @default WARN */
+  readonly systemLogLevel?: 'DEBUG' | 'INFO' | 'WARN';
 }
 
 export class ApiFunction extends Construct {
@@ -71,8 +73,9 @@ export class ApiFunction extends Construct {
       logGroup: this.logGroup,
       loggingFormat: lambda.LoggingFormat.JSON,
       applicationLogLevelV2: lambda.ApplicationLogLevel.INFO,
-      // The platform's START/END/REPORT lines for every request were most of the log volume (docs/deploy.md, costs); errors and timeouts still show.
-      systemLogLevelV2: lambda.SystemLogLevel.WARN,
+      // WARN by default: the platform's START and REPORT records for every request were most of the log volume (docs/deploy.md,
+      // costs); errors and timeouts still show. REPORT carries init duration and max memory used: INFO (bootfarm:systemLogLevel) brings it back.
+      systemLogLevelV2: lambda.SystemLogLevel[props.systemLogLevel ?? 'WARN'],
       reservedConcurrentExecutions: props.reservedConcurrency,
       tracing: props.tracing ? lambda.Tracing.ACTIVE : lambda.Tracing.DISABLED,
     });
