@@ -33,6 +33,11 @@ export interface LinuxCmdlineInput {
   requestTimeoutSeconds: number;
   /** How long I/O waits for a new connection before failing (the site's network recovery). */
   deadConnectionSeconds: number;
+  /**
+   * After a connection dies, how long to reconnect to the same server only: a floating address moves to a surviving
+   * appliance within the site's peer timeout, and a target that stays on it goes home when the address is handed back.
+   */
+  staySeconds: number;
 }
 
 export type LinuxCmdline = { ok: true; cmdline: string } | { ok: false; message: string };
@@ -63,6 +68,7 @@ export function linuxCmdline(i: LinuxCmdlineInput): LinuxCmdline {
     `bootfarm.wcsize=${i.writeCacheSizeMb}`,
     `bootfarm.timeout=${i.requestTimeoutSeconds}`,
     `bootfarm.dead=${i.deadConnectionSeconds}`,
+    `bootfarm.stay=${i.staySeconds}`,
     `bootfarm.mac=${i.mac.replace(/:/g, '-')}`,
     `bootfarm.hostname=${i.hostname}`,
   ];

@@ -139,7 +139,9 @@ export function planBoot(i: PlanInput): PlanResult {
       sessionsTotal: st.sessionsTotal(),
     });
   }
-  const chosen = chooseAppliance(known, { vdisk, targetIp: i.clientIp });
+  // Writes kept on the streaming appliance from boot to boot (persistent cache, private image) need the same appliance every boot.
+  const home = mode === 'appliance-persistent' || mode === 'image' ? { home: `${target.mac}|${vdisk.id}` } : {};
+  const chosen = chooseAppliance(known, { vdisk, targetIp: i.clientIp, ...home });
   // A target asked again (a retry, another appliance's ProxyDHCP answer) gets the answer it got before, while that one can still stream.
   const sticky = i.preferred ? [chosen.primary, ...chosen.failover].find((c) => c?.id === i.preferred) : undefined;
   const d =
@@ -171,6 +173,8 @@ export function planBoot(i: PlanInput): PlanResult {
         // PVS's general timeout (a packet to the server) bounds one request; the network recovery setting says how long I/O waits for the disk.
         requestTimeoutSeconds: Math.max(5, Math.ceil(s.site.bootstrap.generalTimeoutMs / 1000)),
         deadConnectionSeconds: recovery.action === 'restore-connection' ? 86_400 : recovery.rebootDelaySeconds,
+        // A floating address is adopted within the peer timeout (twice it, and a margin for the adopter's gratuitous ARP).
+        staySeconds: appliances[0]?.floatingAddress ? 2 * Math.ceil(s.site.highAvailability.peerTimeoutMs / 1000) + 3 : 0,
       });
       if (!c.ok) return refuse(`target ${target.name} (${target.mac}) cannot boot vDisk ${vdisk.name}: ${c.message}`, target.mac);
       linux = { cmdline: c.cmdline };

@@ -148,6 +148,18 @@ describe('NBD in the boot plan', () => {
     }
   });
 
+  it("sends a target with a persistent cache to the same appliance boot after boot, the least busy one otherwise", () => {
+    const loads = [self('verified', 0), self('verified', 1)];
+    for (const [vd, sticky] of [[{ writeCacheType: 'appliance-persistent' }, true], [{ writeCacheType: 'appliance-temporary' }, false]] as const) {
+      const chosen = loads.map((_, i) =>
+        planBoot(input(withType(snapshot(), { ...vd, accessMode: 'standard' }), self('verified'), { ...nbd, state: (id) => (id === A ? loads[i]! : loads[1 - i]!) })).event.streamingApplianceId,
+      );
+      // Alpha busier, then beta busier: a temporary cache follows the load, a persistent one stays home.
+      if (sticky) expect(chosen[0]).toBe(chosen[1]);
+      else expect(chosen).toEqual([A, B]);
+    }
+  });
+
   it('names one appliance only for a writable export: its write cache lives there', () => {
     const r = planBoot(input(withType(snapshot(), { writeCacheType: 'appliance-temporary', accessMode: 'standard' }), self('verified'), nbd));
     expect(r.plan).toMatchObject({ kind: 'vdisk', paths: [{ name: 'alpha' }, { name: 'beta' }], nbd: { servers: ['192.0.2.10:10809'] } });
@@ -230,6 +242,8 @@ describe('Linux vDisks in the boot plan (kernel and initramfs from the vDisk, ro
       // PVS defaults: general timeout 5 s bounds a request; "restore the connection" waits for the disk as long as it takes.
       'bootfarm.timeout': '5',
       'bootfarm.dead': '86400',
+      // No floating address: nothing comes back on a dead appliance's address, the next server is tried at once.
+      'bootfarm.stay': '0',
     });
 
     const text = bootScript(r.plan, s.site.bootstrap);
@@ -258,7 +272,11 @@ describe('Linux vDisks in the boot plan (kernel and initramfs from the vDisk, ro
     (s.appliances[0] as { floatingAddress?: string }).floatingAddress = '192.0.2.20';
     const r = planBoot(input(s, self('verified'), { ...linux, state: (id) => (id === A ? self('verified') : self('verified', 1)) }));
     expect(r.plan.kind === 'vdisk' && r.plan.paths.map((p) => p.name)).toEqual(['alpha']);
-    expect(words(r.plan.kind === 'vdisk' ? r.plan.linux!.cmdline : '')['bootfarm.nbd']).toBe('192.0.2.10:10809,192.0.2.11:10809');
+    expect(words(r.plan.kind === 'vdisk' ? r.plan.linux!.cmdline : '')).toMatchObject({
+      'bootfarm.nbd': '192.0.2.10:10809,192.0.2.11:10809',
+      // After a connection dies the root waits on that address while a survivor adopts it (peer timeout 2 s).
+      'bootfarm.stay': '7',
+    });
   });
 
   it('carries personality strings (admin input) percent-encoded: nothing in them becomes iPXE syntax, another word or another parameter', () => {
@@ -290,7 +308,7 @@ describe('Linux vDisks in the boot plan (kernel and initramfs from the vDisk, ro
     const r = planBoot(input(withTarget({ personality }), self('verified'), linux));
     expect(r.plan).toMatchObject({ kind: 'refuse', message: expect.stringMatching(/target pc-01 \(52:54:00:00:00:01\) cannot boot vDisk win11: the kernel command line for pc-01 would be \d+ bytes, more than the kernel's 2047: its 8 personality strings take \d+ \(encoded\); shorten them/) });
     expect(r.event.outcome).toBe('refused');
-    const base = { base: 'x', servers: ['192.0.2.10:10809'], exportName: 'e', mode: 'read-only' as const, writeCacheType: 'device-ram' as const, writeCacheSizeMb: 0, mac: MAC, hostname: 'h', personality: [], requestTimeoutSeconds: 5, deadConnectionSeconds: 5 };
+    const base = { base: 'x', servers: ['192.0.2.10:10809'], exportName: 'e', mode: 'read-only' as const, writeCacheType: 'device-ram' as const, writeCacheSizeMb: 0, mac: MAC, hostname: 'h', personality: [], requestTimeoutSeconds: 5, deadConnectionSeconds: 5, staySeconds: 0 };
     const ok = linuxCmdline(base);
     if (!ok.ok) throw new Error(ok.message);
     // Exactly at the limit passes, one byte more does not.

@@ -2,7 +2,7 @@
  * bootfarm-nbd: attaches a bootfarm vDisk export to /dev/nbdN and keeps it
  * attached across an appliance failover.
  *
- *   bootfarm-nbd [-t timeout] [-d dead-timeout] [-b block-size] -e EXPORT /dev/nbdN HOST:PORT [HOST:PORT...]
+ *   bootfarm-nbd [-t timeout] [-d dead-timeout] [-w stay] [-b block-size] -e EXPORT /dev/nbdN HOST:PORT [HOST:PORT...]
  *
  * Why not nbd-client: Debian 12's nbd-client 3.24 either configures the
  * device through netlink and exits (no dead-connection timeout, no reconnect:
@@ -22,8 +22,11 @@
  * chosen appliance's floating address first), configures the device, forks
  * and stays in the background as "@bootfarm-nbd" (systemd leaves processes
  * whose argv[0] starts with '@' alone at shutdown: they hold the root disk).
- * When the kernel reports the connection dead it connects again, same order,
- * every 250 ms, and hands the new socket over. Requests in flight on the dead
+ * When the kernel reports the connection dead it connects again every 250 ms
+ * and hands the new socket over: for the first -w seconds to the same server
+ * only (a floating address moves to a surviving appliance within the site's
+ * peer timeout; staying on it keeps the site's balance, and the target goes
+ * home when the address is handed back), then to every server in order. Requests in flight on the dead
  * connection are sent again by the kernel once their timeout (-t) expires;
  * new requests wait for the new socket, up to the dead-connection timeout (-d).
  *
@@ -392,7 +395,7 @@ static void put_socket(struct nl *m, int sock) {
 /* ---------------------------------------------------------------- main */
 
 static void usage(void) {
-	fprintf(stderr, "usage: %s [-t timeout] [-d dead-timeout] [-b block-size] -e EXPORT /dev/nbdN HOST:PORT [HOST:PORT...]\n", prog);
+	fprintf(stderr, "usage: %s [-t timeout] [-d dead-timeout] [-w stay] [-b block-size] -e EXPORT /dev/nbdN HOST:PORT [HOST:PORT...]\n", prog);
 	exit(1);
 }
 
@@ -409,18 +412,19 @@ static int parse_server(const char *s, struct server *out) {
 
 int main(int argc, char **argv) {
 	const char *export_name = NULL;
-	long timeout = 10, dead = 300, block = 512;
+	long timeout = 10, dead = 300, block = 512, stay = 0;
 	int opt;
-	while ((opt = getopt(argc, argv, "e:t:d:b:")) != -1) {
+	while ((opt = getopt(argc, argv, "e:t:d:b:w:")) != -1) {
 		switch (opt) {
 		case 'e': export_name = optarg; break;
 		case 't': timeout = strtol(optarg, NULL, 10); break;
 		case 'd': dead = strtol(optarg, NULL, 10); break;
 		case 'b': block = strtol(optarg, NULL, 10); break;
+		case 'w': stay = strtol(optarg, NULL, 10); break;
 		default: usage();
 		}
 	}
-	if (!export_name || argc - optind < 2 || timeout < 1 || dead < 1 || (block != 512 && block != 1024 && block != 2048 && block != 4096)) usage();
+	if (!export_name || argc - optind < 2 || timeout < 1 || dead < 1 || stay < 0 || (block != 512 && block != 1024 && block != 2048 && block != 4096)) usage();
 	const char *dev = argv[optind];
 	unsigned index;
 	if (sscanf(dev, "/dev/nbd%u", &index) != 1) usage();
@@ -513,11 +517,19 @@ int main(int argc, char **argv) {
 		}
 		if (!dead_link) continue;
 		double lost = now();
-		say(4, "connection of %s to %s:%s lost: reconnecting", dev, servers[which].host, servers[which].port);
+		int home = which;
+		if (stay > 0 && n > 1)
+			say(4, "connection of %s to %s:%s lost: reconnecting to it (its address may move to another appliance), to the others after %ld s", dev, servers[home].host, servers[home].port, stay);
+		else
+			say(4, "connection of %s to %s:%s lost: reconnecting", dev, servers[home].host, servers[home].port);
 		for (int round = 0;; round++) {
 			struct export_info again;
 			int prev = which;
-			sock = connect_any(servers, n, export_name, info.size, &again, round % 20 != 0, &which);
+			if (now() - lost < stay) {
+				sock = connect_any(&servers[home], 1, export_name, info.size, &again, round % 20 != 0, &which);
+				which = home;
+			} else
+				sock = connect_any(servers, n, export_name, info.size, &again, round % 20 != 0, &which);
 			if (sock >= 0) {
 				msg_start(&m, fam.id, NBD_CMD_RECONFIGURE, NBD_GENL_VERSION);
 				attr_u32(&m, NBD_ATTR_INDEX, index);
