@@ -29,7 +29,7 @@ const run = promisify(execFile);
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const MiB = 2 ** 20;
 /** Bumped when the image layout or the build steps change in a way the input files do not show. */
-const BUILDER_VERSION = 1;
+const BUILDER_VERSION = 2;
 
 export interface BuildLinuxOptions {
   /** Where the finished raw image goes; absent: it stays in the cache (`path` of the result). */
@@ -85,16 +85,16 @@ const MODULES: readonly (readonly [string, string])[] = [
 ];
 
 /**
- * Boot code for the MBR (nasm, 16 bit, org 0x7c00): writes the message that
- * follows it to COM1 and the screen, then int 18h (the BIOS tries its next
+ * Boot code for the MBR (nasm, 16 bit, org 0x7c00): prints the message that
+ * follows it through the BIOS (int 10h teletype: the screen, and the serial
+ * console where the BIOS mirrors it), then int 18h (the BIOS tries its next
  * boot device). A BIOS that boots this disk directly says why it cannot.
  *   xor ax,ax / mov ds,ax / mov si,msg / .next: lodsb / test al,al / jz .done /
- *   mov dx,0x3f8 / out dx,al / mov ah,0x0e / mov bx,7 / int 0x10 / jmp .next /
- *   .done: int 0x18 / .halt: hlt / jmp .halt / msg:
+ *   mov ah,0x0e / mov bx,7 / int 0x10 / jmp .next / .done: int 0x18 / .halt: hlt / jmp .halt / msg:
  */
 const MBR_STUB = Buffer.concat([
-  Buffer.from('31c08ed8be1e7cac84c0740dbaf803eeb40ebb0700cd10ebeecd18f4ebfd', 'hex'),
-  Buffer.from('bootfarm: this disk is a Linux vDisk; a bootfarm appliance boots its kernel over HTTP, not the BIOS\r\n\0', 'latin1'),
+  Buffer.from('31c08ed8be1a7cac84c07409b40ebb0700cd10ebf2cd18f4ebfd', 'hex'),
+  Buffer.from('bootfarm: a Linux vDisk, booted by a bootfarm appliance (not the BIOS)\r\n\0', 'latin1'),
 ]);
 
 const INPUT_FILES = ['initramfs/init', 'initramfs/udhcpc-script', 'initramfs/bootfarm-nbd.c', 'rootfs/bootfarm-check'];
@@ -145,64 +145,107 @@ export async function buildLinuxImage(o: BuildLinuxOptions): Promise<BuildLinuxR
   const meta = `${cached}.json`;
   await mkdir(imagesDir, { recursive: true });
 
-  if (await exists(meta)) {
+  const fromCache = async () => {
     log(`image ${key} is in the cache: ${cached}`);
     const m = JSON.parse(await readFile(meta, 'utf8')) as BuildLinuxResult;
     const path = o.out ? await place(cached, o.out) : cached;
     return { ...m, path, reused: true, seconds: (Date.now() - started) / 1000 };
+  };
+  if (await exists(meta)) return fromCache();
+  // One build per cache folder at a time (two test files, two shells): the second waits and finds the image made.
+  return withLock(join(o.cacheDir, '.build.lock'), log, async () => {
+    if (await exists(meta)) return fromCache();
+    return build();
+  });
+
+  async function build(): Promise<BuildLinuxResult> {
+    const work = await mkdtemp(join(o.cacheDir, 'work-'));
+    try {
+      const base = await debianRoot({ cacheDir: o.cacheDir, suite, mirror, packages, log });
+      log('preparing the root file system');
+      const root = join(work, 'root');
+      await run('cp', ['-a', '--reflink=auto', `${base}/.`, root]);
+      await trimRoot(root);
+      await writeFile(join(root, 'etc/bootfarm-release'), `${release}\n`);
+      await mkdir(join(root, 'usr/local/sbin'), { recursive: true });
+      await copyFile(join(HERE, 'rootfs/bootfarm-check'), join(root, 'usr/local/sbin/bootfarm-check'));
+      await chmod(join(root, 'usr/local/sbin/bootfarm-check'), 0o755);
+      // The initramfs sets the host name from the boot script; a file here would override it.
+      await rm(join(root, 'etc/hostname'), { force: true });
+      await writeFile(join(root, 'etc/fstab'), '# The root file system is mounted by the bootfarm initramfs (images/linux/README.md).\n');
+      const rootBytes = Number((await run('du', ['-sb', root])).stdout.split(/\s/)[0]);
+
+      log('making the initramfs');
+      const initrd = await buildInitramfs({ work, busybox, modulesDir, log });
+      const kernel = await readFile(vmlinuz);
+      const initrdBytes = await readFile(initrd);
+
+      log('writing the disk');
+      const tmp = join(work, 'image.raw');
+      const layout = await writeDisk({ path: tmp, sizeBytes: sizeMiB * MiB, kernel, initrd: initrdBytes, cmdline: fullCmdline });
+      if (rootBytes > layout.rootSize * 0.85) throw new BuildError(`the root file system (${Math.ceil(rootBytes / MiB)} MiB) does not fit a ${sizeMiB} MiB image: --size`);
+      const uuid = `${key.slice(0, 8)}-${key.slice(8, 12)}-4${key.slice(13, 16)}-8000-000000000000`;
+      await run(
+        'mkfs.ext4',
+        ['-q', '-F', '-L', 'bootfarm-root', '-U', uuid, '-b', '4096', '-I', '256', '-E', `offset=${layout.rootOffset},nodiscard,lazy_itable_init=0,lazy_journal_init=0,hash_seed=${uuid}`, '-d', root, tmp, String(layout.rootSize / 4096)],
+        // Fixed time stamps in the file system's own structures (e2fsprogs' test hook; file times come from the files).
+        { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1700000000' }, maxBuffer: 16 * MiB },
+      );
+      const result: BuildLinuxResult = {
+        path: cached,
+        sizeBytes: sizeMiB * MiB,
+        key,
+        reused: false,
+        seconds: 0,
+        kernelVersion: kver,
+        kernelBytes: kernel.length,
+        initrdBytes: initrdBytes.length,
+        rootBytes,
+        release,
+        cmdline: fullCmdline,
+      };
+      await rename(tmp, cached);
+      await writeFile(meta, JSON.stringify(result, null, 2));
+      const path = o.out ? await place(cached, o.out) : cached;
+      return { ...result, path, seconds: (Date.now() - started) / 1000 };
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
   }
+}
 
-  const work = await mkdtemp(join(o.cacheDir, 'work-'));
+/** Runs `f` holding a lock file (its owner's pid inside; a lock whose owner is gone is taken over). */
+async function withLock<T>(path: string, log: (l: string) => void, f: () => Promise<T>): Promise<T> {
+  let said = false;
+  for (;;) {
+    try {
+      const fh = await open(path, 'wx');
+      await fh.write(String(process.pid));
+      await fh.close();
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(await readFile(path, 'utf8').catch(() => ''));
+      let alive = false;
+      try {
+        if (pid > 0) process.kill(pid, 0);
+        alive = pid > 0;
+      } catch (err) {
+        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+      if (!alive) {
+        await rm(path, { force: true });
+        continue;
+      }
+      if (!said) log(`another build (pid ${pid}) holds ${path}: waiting for it`);
+      said = true;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
   try {
-    const base = await debianRoot({ cacheDir: o.cacheDir, suite, mirror, packages, log });
-    log('preparing the root file system');
-    const root = join(work, 'root');
-    await run('cp', ['-a', '--reflink=auto', `${base}/.`, root]);
-    await trimRoot(root);
-    await writeFile(join(root, 'etc/bootfarm-release'), `${release}\n`);
-    await mkdir(join(root, 'usr/local/sbin'), { recursive: true });
-    await copyFile(join(HERE, 'rootfs/bootfarm-check'), join(root, 'usr/local/sbin/bootfarm-check'));
-    await chmod(join(root, 'usr/local/sbin/bootfarm-check'), 0o755);
-    // The initramfs sets the host name from the boot script; a file here would override it.
-    await rm(join(root, 'etc/hostname'), { force: true });
-    await writeFile(join(root, 'etc/fstab'), '# The root file system is mounted by the bootfarm initramfs (images/linux/README.md).\n');
-    const rootBytes = Number((await run('du', ['-sb', root])).stdout.split(/\s/)[0]);
-
-    log('making the initramfs');
-    const initrd = await buildInitramfs({ work, busybox, modulesDir, log });
-    const kernel = await readFile(vmlinuz);
-    const initrdBytes = await readFile(initrd);
-
-    log('writing the disk');
-    const tmp = join(work, 'image.raw');
-    const layout = await writeDisk({ path: tmp, sizeBytes: sizeMiB * MiB, kernel, initrd: initrdBytes, cmdline: fullCmdline });
-    if (rootBytes > layout.rootSize * 0.85) throw new BuildError(`the root file system (${Math.ceil(rootBytes / MiB)} MiB) does not fit a ${sizeMiB} MiB image: --size`);
-    const uuid = `${key.slice(0, 8)}-${key.slice(8, 12)}-4${key.slice(13, 16)}-8000-000000000000`;
-    await run(
-      'mkfs.ext4',
-      ['-q', '-F', '-L', 'bootfarm-root', '-U', uuid, '-b', '4096', '-I', '256', '-E', `offset=${layout.rootOffset},nodiscard,lazy_itable_init=0,lazy_journal_init=0,hash_seed=${uuid}`, '-d', root, tmp, String(layout.rootSize / 4096)],
-      // Fixed time stamps in the file system's own structures (e2fsprogs' test hook; file times come from the files).
-      { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1700000000' }, maxBuffer: 16 * MiB },
-    );
-    const result: BuildLinuxResult = {
-      path: cached,
-      sizeBytes: sizeMiB * MiB,
-      key,
-      reused: false,
-      seconds: 0,
-      kernelVersion: kver,
-      kernelBytes: kernel.length,
-      initrdBytes: initrdBytes.length,
-      rootBytes,
-      release,
-      cmdline: fullCmdline,
-    };
-    await rename(tmp, cached);
-    await writeFile(meta, JSON.stringify(result, null, 2));
-    const path = o.out ? await place(cached, o.out) : cached;
-    return { ...result, path, seconds: (Date.now() - started) / 1000 };
+    return await f();
   } finally {
-    await rm(work, { recursive: true, force: true });
+    await rm(path, { force: true });
   }
 }
 
