@@ -38,6 +38,7 @@ import { PROMETHEUS_CONTENT_TYPE, renderMetrics, type Metric } from './metrics.j
 import { Outbox } from './outbox.js';
 import { AutoAdded } from './boot/auto-added.js';
 import type { ApplianceState } from './boot/plan.js';
+import { linuxImages } from './boot/linux-images.js';
 import { bootRoutes } from './boot/routes.js';
 import { handleDisk } from './http/disk.js';
 import { Sessions } from './sessions.js';
@@ -249,6 +250,8 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
     sessionsFor: (vdiskId) => sessions.countFor(vdiskId),
     sessionsTotal: () => sessions.total(),
   };
+  // Linux vDisks carry their kernel and initramfs: which versions are such is read from the verified cache, once each.
+  const linux = linuxImages({ cache, log });
   // ---- NBD: the running OS's disk, read-only or through a write cache on this appliance
   let nbd: NbdServer | null = null;
   const writeCaches = await WriteCaches.open({
@@ -293,6 +296,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
       baseUrl,
       bootstrapDir: config.bootstrapDir,
       log,
+      linux,
       ...(nbd
         ? {
             nbd: {
@@ -307,7 +311,7 @@ export async function startAppliance(deps: ApplianceDeps): Promise<ApplianceHand
   );
   const honoListener = getRequestListener(http.fetch);
   const server: Server = createServer((req, res) => {
-    if (!handleDisk({ cache, sessions, log }, req, res)) void honoListener(req, res);
+    if (!handleDisk({ cache, sessions, log, linux }, req, res)) void honoListener(req, res);
   });
   // iPXE keeps its connection to the disk open between reads.
   server.keepAliveTimeout = 65_000;

@@ -301,6 +301,64 @@ export async function main(argv: string[], out: Out = { log: (s) => console.log(
       print(r, () => `merged: version ${r.number} of ${id} is the new base (${r.state})`);
     });
   program
+    .command('image')
+    .description('make vDisks from operating system packages')
+    .command('build-linux')
+    .description('build a diskless Debian vDisk (kernel and initramfs inside, root streamed over NBD; images/linux/README.md) and optionally push it. Runs as root')
+    .option('--out <file>', 'write the raw image here (default: it stays in the cache)')
+    .option('--cache-dir <dir>', 'debootstrapped roots and built images, kept between builds', '.bootfarm/cache/linux')
+    .option('--size <MiB>', 'image size', '512')
+    .option('--suite <suite>', 'Debian suite', 'bookworm')
+    .option('--mirror <url>', 'Debian mirror', 'http://deb.debian.org/debian')
+    .option('--package <name>', 'extra Debian package in the root (repeatable), e.g. systemd-sysv', collect, [])
+    .option('--kernel-version <v>', 'kernel installed here to use (/boot/vmlinuz-V, /lib/modules/V; default: the newest)')
+    .option('--init <path>', "the root's init (default: the login-less check; /sbin/init with --package systemd-sysv)")
+    .option('--cmdline <text>', "the image's kernel command line before bootfarm's parameters", 'console=ttyS0,115200 panic=30')
+    .option('--release <text>', 'first line of /etc/bootfarm-release')
+    .option('--store <store>', 'push the image to this store (name or id) ...')
+    .option('--name <name>', '... as this vDisk (created if needed; set its writeCacheType with vdisk update)')
+    .addOption(new Option('--state <state>', 'state of the pushed version').choices(['maintenance', 'test', 'production']))
+    .action(async (o) => {
+      if (Boolean(o.store) !== Boolean(o.name)) throw new UsageError('--store and --name go together (push the image as vDisk NAME of store STORE)');
+      const { buildLinuxImage, BuildError } = await import('../images/linux/build.js');
+      let r;
+      try {
+        r = await buildLinuxImage({
+          cacheDir: o.cacheDir,
+          ...(o.out ? { out: o.out } : {}),
+          sizeMiB: Number(o.size),
+          suite: o.suite,
+          mirror: o.mirror,
+          packages: o.package,
+          ...(o.kernelVersion ? { kernelVersion: o.kernelVersion } : {}),
+          ...(o.init ? { init: o.init } : {}),
+          cmdline: o.cmdline,
+          ...(o.release ? { release: o.release } : {}),
+          log: g().json ? undefined : (l) => out.err(l),
+        });
+      } catch (e) {
+        if (e instanceof BuildError) throw new UsageError(e.message);
+        throw e;
+      }
+      const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+      const lines = [
+        `${r.reused ? 'image from the cache' : `image built in ${r.seconds.toFixed(0)} s`}: ${r.path}`,
+        `${mib(r.sizeBytes)} raw (sparse); kernel ${r.kernelVersion} ${mib(r.kernelBytes)}, initramfs ${mib(r.initrdBytes)}, root files ${mib(r.rootBytes)}`,
+        `release: ${r.release}`,
+      ];
+      let pushed: unknown = null;
+      if (o.store) {
+        const c = await client();
+        const { pushImage } = await import('./push.js');
+        const p = await pushImage(c, { storeId: await resolve(c, 'store', o.store), name: o.name, files: [r.path], state: o.state, description: `bootfarm image build-linux ${r.key}` });
+        pushed = p;
+        const v = p.version as Row;
+        lines.push(p.versionCreated ? `pushed ${o.name} version ${v.number} (${v.state}): ${p.uploadedChunks} chunks uploaded, ${p.reusedChunks} already in the farm` : `unchanged: version ${v.number} of ${o.name} already has this content`);
+      }
+      print({ image: r, push: pushed }, () => lines.join('\n'));
+    });
+
+  program
     .command('gc')
     .description('delete vDisk chunks that no version or open upload uses')
     .option('--grace-seconds <n>', 'keep chunks younger than this', '3600')

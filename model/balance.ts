@@ -4,6 +4,7 @@
  * every appliance of a site knows, so each one answering a boot request makes
  * the same choice for the same target.
  */
+import { createHash } from 'node:crypto';
 import type { Vdisk } from './vdisk.js';
 
 export interface Candidate {
@@ -58,7 +59,17 @@ export function sameSubnet(a: string, b: string, prefixLength: number): boolean 
  */
 export function chooseAppliance<C extends Candidate>(
   candidates: readonly C[],
-  o: { vdisk: Pick<Vdisk, 'loadBalancing' | 'subnetAffinity'>; targetIp: string | null; prefixLength?: number },
+  o: {
+    vdisk: Pick<Vdisk, 'loadBalancing' | 'subnetAffinity'>;
+    targetIp: string | null;
+    prefixLength?: number;
+    /**
+     * The target keeps writes on the appliance that streams it across boots (persistent write cache, private image):
+     * a key for the target and vDisk. Among the appliances that can stream, the one of highest rendezvous weight for it
+     * (the same on every appliance, and the same boot after boot while it is up) rather than the least busy.
+     */
+    home?: string;
+  },
 ): BalanceDecision<C> {
   const prefix = o.prefixLength ?? 24;
   const why = (c: C) => (!c.up ? 'down' : !c.holdsVersion ? 'does not hold the version yet' : c.sessionsTotal >= c.maxTargets ? `at its maximum of ${c.maxTargets} targets` : null);
@@ -89,6 +100,12 @@ export function chooseAppliance<C extends Candidate>(
     const reasons = candidates.map((c) => `${c.name} ${why(c) ?? 'is not in the target subnet'}`);
     return { primary: null, failover: [], reason: candidates.length ? `no appliance can stream it: ${reasons.join('; ')}` : 'the site has no appliance' };
   }
+  if (o.home !== undefined) {
+    const weight = (c: C) => homeWeight(o.home!, c.id);
+    const sorted = [...field].sort((x, y) => (weight(y) > weight(x) ? 1 : weight(y) < weight(x) ? -1 : x.id < y.id ? -1 : 1));
+    const primary = sorted[0]!;
+    return { primary, failover: sorted.slice(1), reason: `${primary.name} is this target's home for the vDisk${affinity}: its writes are kept there from boot to boot` };
+  }
   const sorted = [...field].sort(order);
   const primary = sorted[0]!;
   return {
@@ -96,4 +113,9 @@ export function chooseAppliance<C extends Candidate>(
     failover: sorted.slice(1),
     reason: `${primary.name} is the least busy for this vDisk${affinity} (${primary.sessionsForVdisk} sessions, power rating ${primary.powerRating})`,
   };
+}
+
+/** Rendezvous weight of an appliance for a target's home key: the same number on every appliance. */
+export function homeWeight(key: string, applianceId: string): bigint {
+  return createHash('sha256').update(`home|${key}|${applianceId}`).digest().readBigUInt64BE(0);
 }

@@ -16,7 +16,8 @@ import {
   type Snapshot,
   type TargetInput,
 } from '../../model/index.js';
-import type { BootPlan } from './script.js';
+import { linuxCmdline } from './linux-cmdline.js';
+import type { BootPlan, DiskPath } from './script.js';
 
 export interface ApplianceState {
   /** Whether the appliance is alive; unknown (null) for a peer not heard yet (or with HA off). */
@@ -48,6 +49,13 @@ export interface PlanInput {
   nbdServer?(appliance: Snapshot['appliances'][number]): string;
   /** The appliance a recent decision sent this target to: kept while it can still stream (the same answer on every appliance). */
   preferred?: string | null;
+  /**
+   * A version's Linux boot area (kernel and initramfs inside the vDisk, boot/linux-images.ts): its default kernel
+   * command line; null or undefined for a vDisk that is not a Linux one (or not read yet): it is sanbooted.
+   */
+  linux?(vdiskId: string, version: number): { cmdline: string } | null | undefined;
+  /** URL of a Linux vDisk's kernel or initramfs on an appliance (needed with `linux`). */
+  bootFileUrl?(appliance: Snapshot['appliances'][number], vdiskId: string, version: number, file: 'kernel' | 'initrd'): string;
 }
 
 export interface PlanResult {
@@ -131,7 +139,9 @@ export function planBoot(i: PlanInput): PlanResult {
       sessionsTotal: st.sessionsTotal(),
     });
   }
-  const chosen = chooseAppliance(known, { vdisk, targetIp: i.clientIp });
+  // Writes kept on the streaming appliance from boot to boot (persistent cache, private image) need the same appliance every boot.
+  const home = mode === 'appliance-persistent' || mode === 'image' ? { home: `${target.mac}|${vdisk.id}` } : {};
+  const chosen = chooseAppliance(known, { vdisk, targetIp: i.clientIp, ...home });
   // A target asked again (a retry, another appliance's ProxyDHCP answer) gets the answer it got before, while that one can still stream.
   const sticky = i.preferred ? [chosen.primary, ...chosen.failover].find((c) => c?.id === i.preferred) : undefined;
   const d =
@@ -141,15 +151,44 @@ export function planBoot(i: PlanInput): PlanResult {
   // Peers whose state this appliance does not know (not heard yet, or HA off) may well stream what it cannot.
   const fixedId = vdisk.loadBalancing.mode === 'fixed' ? vdisk.loadBalancing.applianceId : null;
   const fallback = fixedId ? unknown.filter((a) => a.id === fixedId) : unknown;
-  if (!d.primary && fallback.length) {
-    const paths = fallback.map((a) => ({ name: a.name, url: i.diskUrl(a, vdisk.id, version.number) }));
-    const nbd = nbdFor(fallback);
-    const reason = fixedId ? `the vDisk is fixed to ${fallback[0]!.name}` : `this appliance cannot stream it (${d.reason}); trying the site's other appliances`;
+  // A Linux vDisk boots its own kernel and initramfs, whose root streams over NBD; any other vDisk is sanbooted.
+  const image = i.linux?.(vdisk.id, version.number) ?? null;
+  const vdiskPlan = (appliances: Snapshot['appliances'][number][], nbd: ReturnType<typeof nbdFor>, reason: string, streamingApplianceId: string): PlanResult => {
+    let paths: DiskPath[] = appliances.map((a) => ({ name: a.name, url: i.diskUrl(a, vdisk.id, version.number) }));
+    let linux: { cmdline: string } | null = null;
+    if (image) {
+      if (!nbd || !i.bootFileUrl)
+        return refuse(`vDisk ${vdisk.name} version ${version.number} is a Linux vDisk: its root file system streams over NBD, which this site's appliances do not offer here (nbd.enabled)`, target.mac);
+      const recovery = s.site.bootstrap.networkRecovery;
+      const c = linuxCmdline({
+        base: image.cmdline,
+        servers: nbd.servers,
+        exportName: nbd.exportName,
+        mode: nbd.mode,
+        writeCacheType: vdisk.writeCacheType,
+        writeCacheSizeMb: target.writeCacheSizeMb,
+        mac: target.mac,
+        hostname: target.name,
+        personality: target.personality,
+        // PVS's general timeout (a packet to the server) bounds one request; the network recovery setting says how long I/O waits for the disk.
+        requestTimeoutSeconds: Math.max(5, Math.ceil(s.site.bootstrap.generalTimeoutMs / 1000)),
+        deadConnectionSeconds: recovery.action === 'restore-connection' ? 86_400 : recovery.rebootDelaySeconds,
+        // A floating address is adopted within the peer timeout (twice it, and a margin for the adopter's gratuitous ARP).
+        staySeconds: appliances[0]?.floatingAddress ? 2 * Math.ceil(s.site.highAvailability.peerTimeoutMs / 1000) + 3 : 0,
+      });
+      if (!c.ok) return refuse(`target ${target.name} (${target.mac}) cannot boot vDisk ${vdisk.name}: ${c.message}`, target.mac);
+      linux = { cmdline: c.cmdline };
+      paths = appliances.map((a, n) => ({ ...paths[n]!, kernelUrl: i.bootFileUrl!(a, vdisk.id, version.number, 'kernel'), initrdUrl: i.bootFileUrl!(a, vdisk.id, version.number, 'initrd') }));
+    }
     return {
-      plan: { kind: 'vdisk', target: who, vdisk: { name: vdisk.name }, version: version.number, paths, reason, nbd },
+      plan: { kind: 'vdisk', target: who, vdisk: { name: vdisk.name }, version: version.number, paths, reason, nbd, ...(linux ? { linux } : {}) },
       added,
-      event: { targetId: target.mac, outcome: 'vdisk', vdiskId: vdisk.id, version: version.number, streamingApplianceId: fallback[0]!.id, message: reason },
+      event: { targetId: target.mac, outcome: 'vdisk', vdiskId: vdisk.id, version: version.number, streamingApplianceId, message: reason },
     };
+  };
+  if (!d.primary && fallback.length) {
+    const reason = fixedId ? `the vDisk is fixed to ${fallback[0]!.name}` : `this appliance cannot stream it (${d.reason}); trying the site's other appliances`;
+    return vdiskPlan(fallback, nbdFor(fallback), reason, fallback[0]!.id);
   }
   if (!d.primary) {
     const mine = i.state(i.self).holds?.(vdisk.id, version.number);
@@ -166,10 +205,5 @@ export function planBoot(i: PlanInput): PlanResult {
   // iPXE's sanboot makes whichever path answers first the active one, not the first listed: with a floating address
   // (site HA) the chosen appliance's address itself fails over, so the disk names that one path and the choice holds.
   const diskOrder = order[0]?.floatingAddress ? order.slice(0, 1) : order;
-  const paths = diskOrder.map((a) => ({ name: a.name, url: i.diskUrl(a, vdisk.id, version.number) }));
-  return {
-    plan: { kind: 'vdisk', target: who, vdisk: { name: vdisk.name }, version: version.number, paths, reason: d.reason, nbd: nbdFor(order) },
-    added,
-    event: { targetId: target.mac, outcome: 'vdisk', vdiskId: vdisk.id, version: version.number, streamingApplianceId: d.primary.id, message: d.reason },
-  };
+  return vdiskPlan(diskOrder, nbdFor(order), d.reason, d.primary.id);
 }

@@ -12,6 +12,7 @@ import { Hono } from 'hono';
 import { normalizeMac, type Snapshot, type StreamMode, type TargetInput } from '../../model/index.js';
 import type { LogFn } from '../log.js';
 import { bootIdOf } from '../nbd/export-name.js';
+import type { LinuxImages } from './linux-images.js';
 import { planBoot, type ApplianceState } from './plan.js';
 import { bootScript, genericScript, ipxeText, retryScript } from './script.js';
 
@@ -39,6 +40,8 @@ export interface BootRouteDeps {
   baseUrl(a: Snapshot['appliances'][number]): string;
   bootstrapDir: string;
   log: LogFn;
+  /** Boot areas of Linux vDisks (kernel and initramfs inside the vDisk); absent: every vDisk is sanbooted. */
+  linux?: LinuxImages;
   /** NBD for the running OS; absent: boot scripts offer none. */
   nbd?: {
     port: number;
@@ -95,7 +98,7 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
     const base = (a: Snapshot['appliances'][number]) => (a.id === deps.self && host && /^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:.]+\](:\d{1,5})?$/.test(host) ? `http://${host}` : deps.baseUrl(a));
     const now = Date.now();
     addedRecently = addedRecently.filter((t) => now - t < 60_000);
-    const r = planBoot({
+    const input: Parameters<typeof planBoot>[0] = {
       snapshot,
       autoAdded: deps.autoAdded(),
       mayAutoAdd: deps.autoAdded().length < MAX_LOCAL_AUTO_ADDS && addedRecently.length < MAX_AUTO_ADDS_PER_MINUTE,
@@ -113,7 +116,25 @@ export function bootRoutes(deps: BootRouteDeps): Hono<{ Bindings: { incoming?: {
             nbdServer: (a: Snapshot['appliances'][number]) => `${hostOf(base(a))}:${deps.nbd!.port}`,
           }
         : {}),
-    });
+      ...(deps.linux
+        ? {
+            linux: (vdiskId: string, n: number) => deps.linux!.cached(vdiskId, n),
+            bootFileUrl: (a: Snapshot['appliances'][number], vdiskId: string, n: number, f: 'kernel' | 'initrd') => `${base(a)}/vdisks/${vdiskId}/${n}/${f}?mac=${mac.replace(/:/g, '-')}`,
+          }
+        : {}),
+    };
+    let r = planBoot(input);
+    // Whether a version is a Linux vDisk is read from this appliance's verified copy, once; the first boot of it waits for that.
+    if (deps.linux && r.plan.kind === 'vdisk' && r.event.vdiskId && r.event.version !== null && deps.linux.cached(r.event.vdiskId, r.event.version) === undefined) {
+      const { vdiskId, version, streamingApplianceId } = r.event;
+      const image = await deps.linux.image(vdiskId, version);
+      if (image) r = planBoot(input);
+      else if (deps.state(deps.self).holds?.(vdiskId, version) !== 'verified' && streamingApplianceId && streamingApplianceId !== deps.self) {
+        // Not held here (still syncing): the appliance that streams it can tell a Linux vDisk from another. Ask it.
+        const to = snapshot.appliances.find((a) => a.id === streamingApplianceId);
+        if (to) r = { ...r, plan: { kind: 'wait', message: `this appliance does not hold vDisk version ${version} yet: asking ${to.name}, which streams it`, retryUrl: `${deps.baseUrl(to)}/boot/${mac.replace(/:/g, '-')}.ipxe`, seconds: 1 } };
+      }
+    }
     if (r.added) {
       addedRecently.push(now);
       await deps.recordAutoAdd(r.added);

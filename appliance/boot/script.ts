@@ -11,6 +11,9 @@ export interface DiskPath {
   name: string;
   /** Full URL of the disk on that appliance. */
   url: string;
+  /** A Linux vDisk's kernel and initramfs on that appliance (with `linux` in the plan). */
+  kernelUrl?: string;
+  initrdUrl?: string;
 }
 
 export type BootPlan =
@@ -23,6 +26,11 @@ export type BootPlan =
       reason: string;
       /** Where the running OS streams the disk (NBD), in the same order as `paths`; null when not offered. */
       nbd?: { exportName: string; mode: StreamMode; servers: string[] } | null;
+      /**
+       * A Linux vDisk: iPXE loads the kernel and initramfs from its boot area (`kernelUrl`, `initrdUrl` of each path)
+       * and boots them with this command line, instead of sanbooting the disk.
+       */
+      linux?: { cmdline: string } | null;
     }
   | { kind: 'local-disk'; target: { name: string; mac: string } }
   /** Wait and ask again (the version is still being copied to the site, say). */
@@ -41,6 +49,17 @@ export function ipxeText(s: string): string {
 function ipxeUrl(u: string): string {
   if (!/^https?:\/\/[A-Za-z0-9.\-:[\]]+(\/[A-Za-z0-9._~%/=?&:-]*)?$/.test(u)) throw new Error(`not a URL an iPXE script can carry safely: ${u}`);
   return u;
+}
+
+/**
+ * A kernel command line as iPXE `kernel` arguments: words of characters that
+ * are neither iPXE syntax (`${`, `||`, `&&`, quotes, `#`) nor line ends. The
+ * boot plan builds it from such words; anything else is a bug, refused.
+ */
+function linuxWords(cmdline: string): string {
+  const words = cmdline.split(' ').filter(Boolean);
+  for (const w of words) if (!/^[A-Za-z0-9._~%=:,/@+[\]-]+$/.test(w)) throw new Error(`not a kernel command line word an iPXE script can carry safely: ${w.slice(0, 80)}`);
+  return words.join(' ');
 }
 
 /** A single word an iPXE `set` can carry: no spaces, no `${`, nothing that ends the command. */
@@ -82,27 +101,39 @@ export function bootScript(plan: BootPlan, bootstrap: Bootstrap): string {
         lines.push(`set bootfarm-nbd-servers ${plan.nbd.servers.join(',')}`);
         lines.push(`set bootfarm-write-cache ${plan.nbd.mode}`);
       }
-      // Multipath: iPXE uses whichever URI answers and retries all of them if the disk goes away.
-      const sanboot = `sanboot --no-describe --drive 0x80 ${plan.paths.map((p) => ipxeUrl(p.url)).join(' ')}`;
       const pause = Math.max(1, Math.round(bootstrap.pollingTimeoutMs / 1000));
       const recovery = bootstrap.networkRecovery;
-      // A read the OS's int 13h is waiting for: iPXE retries it 10 times by default, and a single path's failures can come
-      // fast (connection refused while an appliance dies, before its floating address moves). "Restore the connection"
-      // keeps retrying (127 is the setting's maximum; reopening waits 5 s between tries).
-      if (recovery.action === 'restore-connection') lines.push('set san-retries 127');
-      lines.push(`${sanboot} || goto bf_retry_1`);
+      let attempt: (onFailure: string) => string[];
+      if (plan.linux) {
+        // Each path in turn: its kernel, its initramfs, boot. imgfree first: a path that failed half-way leaves no image behind.
+        const cmdline = linuxWords(plan.linux.cmdline);
+        const tries = plan.paths.map((p) => {
+          if (!p.kernelUrl || !p.initrdUrl) throw new Error(`Linux boot path ${p.name} has no kernel or initrd URL`);
+          return ['imgfree', `kernel ${ipxeUrl(p.kernelUrl)} ${cmdline} && initrd ${ipxeUrl(p.initrdUrl)} && boot ||`];
+        });
+        attempt = (onFailure) => [...tries.flat(), `goto ${onFailure}`];
+      } else {
+        // Multipath: iPXE uses whichever URI answers and retries all of them if the disk goes away.
+        const sanboot = `sanboot --no-describe --drive 0x80 ${plan.paths.map((p) => ipxeUrl(p.url)).join(' ')}`;
+        attempt = (onFailure) => [`${sanboot} || goto ${onFailure}`];
+        // A read the OS's int 13h is waiting for: iPXE retries it 10 times by default, and a single path's failures can come
+        // fast (connection refused while an appliance dies, before its floating address moves). "Restore the connection"
+        // keeps retrying (127 is the setting's maximum; reopening waits 5 s between tries).
+        if (recovery.action === 'restore-connection') lines.push('set san-retries 127');
+      }
+      lines.push(...attempt('bf_retry_1'));
       if (recovery.action === 'restore-connection') {
         // PVS "restore network connection": keep trying, every polling timeout.
         lines.push(':bf_retry_1');
         say(`cannot reach the disk: trying again in ${pause} s`);
-        lines.push(`sleep ${pause}`, `${sanboot} || goto bf_retry_1`);
+        lines.push(`sleep ${pause}`, ...attempt('bf_retry_1'));
       } else {
         // PVS "reboot to hard drive after N s": as many attempts as fit in the delay, then the local disk.
         const attempts = Math.max(1, Math.min(60, Math.ceil(recovery.rebootDelaySeconds / pause)));
         for (let i = 1; i <= attempts; i++) {
           lines.push(`:bf_retry_${i}`);
           say(`cannot reach the disk: attempt ${i + 1} of ${attempts + 1} in ${pause} s`);
-          lines.push(`sleep ${pause}`, `${sanboot} || goto bf_retry_${i + 1}`);
+          lines.push(`sleep ${pause}`, ...attempt(`bf_retry_${i + 1}`));
         }
         lines.push(`:bf_retry_${attempts + 1}`);
         say(`the disk did not answer for ${recovery.rebootDelaySeconds} s: booting from the local disk`);

@@ -4,15 +4,20 @@
  * as single ranges on a kept-alive connection). Served from the verified
  * cache only: a version not held (yet) is a 404 with the reason, never partial
  * data. Written on node:http directly: this is the hot path of a boot storm.
+ *
+ * `GET`/`HEAD /vdisks/{vdiskId}/{version}/kernel` and `/initrd`: for a Linux
+ * vDisk (model/linux-boot.ts), the kernel and initramfs of its boot area, as
+ * slices of the same verified disk (ranges relative to the file).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { normalizeMac } from '../../model/index.js';
 import type { VdiskCache } from '../cache/vdisk-cache.js';
 import type { LogFn } from '../log.js';
-import type { Sessions } from '../sessions.js';
+import type { LinuxImages } from '../boot/linux-images.js';
+import type { Session, Sessions } from '../sessions.js';
 import { parseRange } from './range.js';
 
-const PATH = /^\/vdisks\/([a-z]+_[a-z2-7]{16})\/(\d{1,6})(?:\?(.*))?$/;
+const PATH = /^\/vdisks\/([a-z]+_[a-z2-7]{16})\/(\d{1,6})(?:\/(kernel|initrd))?(?:\?(.*))?$/;
 /** Bytes read from the cache per write: bounds memory per request whatever range is asked for. */
 const PIECE = 1024 * 1024;
 
@@ -20,6 +25,8 @@ export interface DiskDeps {
   cache: VdiskCache;
   sessions: Sessions;
   log: LogFn;
+  /** Boot areas of Linux vDisks; absent: /kernel and /initrd are 404. */
+  linux?: LinuxImages;
 }
 
 /** Handles the request when it is a disk request; returns false otherwise. */
@@ -33,7 +40,7 @@ export function handleDisk(deps: DiskDeps, req: IncomingMessage, res: ServerResp
     res.end(req.method === 'HEAD' ? undefined : body);
   };
   if (!m) {
-    fail(404, 'not a disk: /vdisks/<vdisk id>/<version number>');
+    fail(404, 'not a disk: /vdisks/<vdisk id>/<version number>[/kernel|/initrd]');
     return true;
   }
   if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -42,23 +49,56 @@ export function handleDisk(deps: DiskDeps, req: IncomingMessage, res: ServerResp
   }
   const vdiskId = m[1]!;
   const number = Number(m[2]);
+  const file = (m[3] ?? null) as 'kernel' | 'initrd' | null;
   // The session is the target (its MAC when the boot script gave one), else its address.
-  const mac = new URLSearchParams(m[3] ?? '').get('mac');
+  const mac = new URLSearchParams(m[4] ?? '').get('mac');
   const client = (mac && normalizeMac(mac)) || (req.socket.remoteAddress ?? 'unknown').replace(/^::ffff:/, '');
-  let session;
+  let session: Session;
   try {
     session = deps.sessions.touch(client, vdiskId, number, 'http', () => deps.cache.open(vdiskId, number));
   } catch (e) {
     fail(404, `version ${number} of vDisk ${vdiskId} cannot be served from this appliance: ${(e as Error).message}`);
     return true;
   }
+  if (!file) {
+    serveSlice(deps, req, res, session, { start: 0, size: session.reader.sizeBytes }, `"${session.reader.contentHash}"`, fail);
+    return true;
+  }
+  session.inFlight++;
+  void (async () => {
+    try {
+      const image = deps.linux ? await deps.linux.image(vdiskId, number) : null;
+      if (!image) return fail(404, `version ${number} of vDisk ${vdiskId} is not a Linux vDisk (no boot area with a kernel and initrd)`);
+      const f = image[file];
+      serveSlice(deps, req, res, session, { start: f.offset, size: f.size }, `"${f.sha256}"`, fail);
+    } catch (e) {
+      deps.log('warn', 'boot file request failed', { vdiskId, number, file, reason: (e as Error).message });
+      if (!res.headersSent) fail(500, 'the boot file cannot be read');
+      else res.destroy();
+    } finally {
+      session.inFlight--;
+    }
+  })();
+  return true;
+}
+
+/** Bytes [slice.start, slice.start + slice.size) of the session's disk, as a file of its own (ranges relative to it). */
+function serveSlice(
+  deps: DiskDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  session: Session,
+  slice: { start: number; size: number },
+  etag: string,
+  fail: (status: number, message: string, headers?: Record<string, string>) => void,
+): void {
   const reader = session.reader;
-  const size = reader.sizeBytes;
-  const common = { 'accept-ranges': 'bytes', etag: `"${reader.contentHash}"`, 'content-type': 'application/octet-stream', 'cache-control': 'no-store' };
+  const size = slice.size;
+  const common = { 'accept-ranges': 'bytes', etag, 'content-type': 'application/octet-stream', 'cache-control': 'no-store' };
   const range = parseRange(req.headers.range, size);
   if (range.kind === 'unsatisfiable') {
     fail(416, range.why, { 'content-range': `bytes */${size}` });
-    return true;
+    return;
   }
   const [start, end] = range.kind === 'range' ? [range.start, range.end] : [0, size - 1];
   res.writeHead(range.kind === 'range' ? 206 : 200, {
@@ -68,26 +108,25 @@ export function handleDisk(deps: DiskDeps, req: IncomingMessage, res: ServerResp
   });
   if (req.method === 'HEAD') {
     res.end();
-    return true;
+    return;
   }
   session.inFlight++;
   void (async () => {
     try {
       for (let off = start; off <= end; off += PIECE) {
-        const data = await reader.read(off, Math.min(PIECE, end - off + 1));
+        const data = await reader.read(slice.start + off, Math.min(PIECE, end - off + 1));
         deps.sessions.sent(session, data.length);
         if (!res.write(data)) await drained(res);
         if (res.destroyed) return;
       }
       res.end();
     } catch (e) {
-      deps.log('warn', 'disk read failed mid-response: connection closed', { vdiskId, number, start, end, reason: (e as Error).message });
+      deps.log('warn', 'disk read failed mid-response: connection closed', { vdiskId: session.vdiskId, number: session.number, start: slice.start + start, end: slice.start + end, reason: (e as Error).message });
       res.destroy();
     } finally {
       session.inFlight--;
     }
   })();
-  return true;
 }
 
 /** Resolves when the response can take more, rejects when the client went away; leaves no listener behind. */

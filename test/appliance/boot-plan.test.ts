@@ -2,8 +2,10 @@
  * Boot decisions and scripts as pure functions: which appliance streams,
  * what a target waits for, what it is refused, and the iPXE text each gives.
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { planBoot, type ApplianceState, type PlanInput } from '../../appliance/boot/plan.js';
+import { KERNEL_CMDLINE_MAX, decodeCmdlineValue, encodeCmdlineValue, linuxCmdline } from '../../appliance/boot/linux-cmdline.js';
 import { hostOf } from '../../appliance/boot/routes.js';
 import { bootScript, genericScript } from '../../appliance/boot/script.js';
 import { SiteInputSchema, type Snapshot } from '../../model/index.js';
@@ -146,6 +148,18 @@ describe('NBD in the boot plan', () => {
     }
   });
 
+  it("sends a target with a persistent cache to the same appliance boot after boot, the least busy one otherwise", () => {
+    const loads = [self('verified', 0), self('verified', 1)];
+    for (const [vd, sticky] of [[{ writeCacheType: 'appliance-persistent' }, true], [{ writeCacheType: 'appliance-temporary' }, false]] as const) {
+      const chosen = loads.map((_, i) =>
+        planBoot(input(withType(snapshot(), { ...vd, accessMode: 'standard' }), self('verified'), { ...nbd, state: (id) => (id === A ? loads[i]! : loads[1 - i]!) })).event.streamingApplianceId,
+      );
+      // Alpha busier, then beta busier: a temporary cache follows the load, a persistent one stays home.
+      if (sticky) expect(chosen[0]).toBe(chosen[1]);
+      else expect(chosen).toEqual([A, B]);
+    }
+  });
+
   it('names one appliance only for a writable export: its write cache lives there', () => {
     const r = planBoot(input(withType(snapshot(), { writeCacheType: 'appliance-temporary', accessMode: 'standard' }), self('verified'), nbd));
     expect(r.plan).toMatchObject({ kind: 'vdisk', paths: [{ name: 'alpha' }, { name: 'beta' }], nbd: { servers: ['192.0.2.10:10809'] } });
@@ -186,5 +200,134 @@ describe('hostOf (NBD server names in boot scripts)', () => {
     expect(hostOf('http://[fe80::1%eth0]:8080')).toBe('[fe80::1%eth0]');
     expect(hostOf('http://[2001:db8::1]')).toBe('[2001:db8::1]');
     expect(hostOf('http://appliance.example:81')).toBe('appliance.example');
+  });
+});
+
+describe('Linux vDisks in the boot plan (kernel and initramfs from the vDisk, root over NBD)', () => {
+  const nbd = { nbdExport: (c: { mac: string; vdiskId: string; version: number; mode: string }) => `bf1.${c.mac.replace(/:/g, '')}.${c.vdiskId}.${c.version}.${c.mode}`, nbdServer: (a: { managementAddress: string }) => `${a.managementAddress}:10809` };
+  const linux = {
+    ...nbd,
+    linux: (v: string, n: number) => (v === VD && n === 3 ? { cmdline: 'console=ttyS0,115200 panic=30 init=/sbin/init' } : null),
+    bootFileUrl: (a: { managementAddress: string }, v: string, n: number, f: string) => `http://${a.managementAddress}/vdisks/${v}/${n}/${f}?mac=52-54-00-00-00-01`,
+  };
+  const withTarget = (patch: Record<string, unknown>, vdisk: Record<string, unknown> = {}) => {
+    const s = snapshot();
+    Object.assign(s.targets[0]!, patch);
+    Object.assign(s.vdisks[0]!, vdisk);
+    return s;
+  };
+  const words = (cmdline: string) => Object.fromEntries(cmdline.split(' ').map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
+
+  it("boots the version's kernel with the image's command line and where its root streams from, who the target is, and how writes are kept", () => {
+    const s = withTarget({ personality: [{ name: 'role', value: 'kiosk' }], writeCacheSizeMb: 256 }, { writeCacheType: 'device-ram' });
+    const r = planBoot(input(s, self('verified'), { ...linux, state: () => self('verified') }));
+    expect(r.plan).toMatchObject({
+      kind: 'vdisk',
+      paths: [
+        { name: 'alpha', kernelUrl: `http://192.0.2.10/vdisks/${VD}/3/kernel?mac=52-54-00-00-00-01`, initrdUrl: `http://192.0.2.10/vdisks/${VD}/3/initrd?mac=52-54-00-00-00-01` },
+        { name: 'beta', kernelUrl: `http://192.0.2.11/vdisks/${VD}/3/kernel?mac=52-54-00-00-00-01` },
+      ],
+    });
+    const cmdline = r.plan.kind === 'vdisk' ? r.plan.linux!.cmdline : '';
+    expect(cmdline.startsWith('console=ttyS0,115200 panic=30 init=/sbin/init bootfarm.nbd=')).toBe(true);
+    expect(words(cmdline)).toMatchObject({
+      'bootfarm.nbd': '192.0.2.10:10809,192.0.2.11:10809',
+      'bootfarm.export': `bf1.525400000001.${VD}.3.read-only`,
+      'bootfarm.mode': 'read-only',
+      'bootfarm.cache': 'device-ram',
+      'bootfarm.wcsize': '256',
+      'bootfarm.mac': '52-54-00-00-00-01',
+      'bootfarm.hostname': 'pc-01',
+      'bootfarm.p.role': 'kiosk',
+      // PVS defaults: general timeout 5 s bounds a request; "restore the connection" waits for the disk as long as it takes.
+      'bootfarm.timeout': '5',
+      'bootfarm.dead': '86400',
+      // No floating address: nothing comes back on a dead appliance's address, the next server is tried at once.
+      'bootfarm.stay': '0',
+    });
+
+    const text = bootScript(r.plan, s.site.bootstrap);
+    // Each appliance in turn, kernel then initramfs then boot, and the site's retry policy around them; no sanboot.
+    expect(text).toContain(
+      `imgfree\nkernel http://192.0.2.10/vdisks/${VD}/3/kernel?mac=52-54-00-00-00-01 ${cmdline} && initrd http://192.0.2.10/vdisks/${VD}/3/initrd?mac=52-54-00-00-00-01 && boot ||\n` +
+        `imgfree\nkernel http://192.0.2.11/vdisks/${VD}/3/kernel?mac=52-54-00-00-00-01 ${cmdline} && initrd http://192.0.2.11/vdisks/${VD}/3/initrd?mac=52-54-00-00-00-01 && boot ||\n` +
+        'goto bf_retry_1\n:bf_retry_1\n',
+    );
+    expect(text).not.toContain('sanboot');
+    expect(text).not.toContain('san-retries');
+  });
+
+  it("a writable export names its one appliance, and the site's reboot delay bounds how long I/O waits for it", () => {
+    const s = withTarget({}, { writeCacheType: 'appliance-persistent' });
+    s.site = { ...s.site, bootstrap: { ...s.site.bootstrap, generalTimeoutMs: 12_500, networkRecovery: { action: 'reboot-local', rebootDelaySeconds: 50 } } };
+    const r = planBoot(input(s, self('verified'), linux));
+    const w = words(r.plan.kind === 'vdisk' ? r.plan.linux!.cmdline : '');
+    expect(w).toMatchObject({ 'bootfarm.nbd': '192.0.2.10:10809', 'bootfarm.mode': 'appliance-persistent', 'bootfarm.cache': 'appliance-persistent', 'bootfarm.timeout': '13', 'bootfarm.dead': '50' });
+    // Reboot to hard drive: the attempts, then the local disk.
+    expect(bootScript(r.plan, s.site.bootstrap)).toMatch(/:bf_retry_11\necho bootfarm: the disk did not answer for 50 s: booting from the local disk\n/);
+  });
+
+  it('with a floating address the kernel comes from the chosen appliance alone, and the root lists every appliance (read-only)', () => {
+    const s = snapshot();
+    (s.appliances[0] as { floatingAddress?: string }).floatingAddress = '192.0.2.20';
+    const r = planBoot(input(s, self('verified'), { ...linux, state: (id) => (id === A ? self('verified') : self('verified', 1)) }));
+    expect(r.plan.kind === 'vdisk' && r.plan.paths.map((p) => p.name)).toEqual(['alpha']);
+    expect(words(r.plan.kind === 'vdisk' ? r.plan.linux!.cmdline : '')).toMatchObject({
+      'bootfarm.nbd': '192.0.2.10:10809,192.0.2.11:10809',
+      // After a connection dies the root waits on that address while a survivor adopts it (peer timeout 2 s).
+      'bootfarm.stay': '7',
+    });
+  });
+
+  it('carries personality strings (admin input) percent-encoded: nothing in them becomes iPXE syntax, another word or another parameter', () => {
+    const hostile = '${net0/mac} || shell ; "q" \'s\' #c\nbootfarm.nbd=6.6.6.6 é 日本 %41';
+    const s = withTarget({ personality: [{ name: 'note', value: hostile }, { name: 'empty', value: '' }] });
+    const r = planBoot(input(s, self('verified'), linux));
+    const cmdline = r.plan.kind === 'vdisk' ? r.plan.linux!.cmdline : '';
+    const w = words(cmdline);
+    expect(w['bootfarm.p.note']).toMatch(/^[A-Za-z0-9._~%-]+$/);
+    expect(decodeCmdlineValue(w['bootfarm.p.note']!)).toBe(hostile);
+    expect(w['bootfarm.p.empty']).toBe('');
+    expect(w['bootfarm.nbd']).toBe('192.0.2.10:10809,192.0.2.11:10809');
+    const kernelLine = bootScript(r.plan, s.site.bootstrap).split('\n').find((l) => l.startsWith('kernel '))!;
+    expect(kernelLine).not.toMatch(/\$\{|[;"'#]|\|\|.*\|\|/);
+  });
+
+  it('percent-encoding round-trips any text', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', maxLength: 200 }), (v) => {
+        const e = encodeCmdlineValue(v);
+        expect(e).toMatch(/^[A-Za-z0-9._~%-]*$/);
+        expect(decodeCmdlineValue(e)).toBe(v);
+      }),
+    );
+  });
+
+  it("refuses the boot with the reason when the command line would pass the kernel's 2047 bytes", () => {
+    const personality = Array.from({ length: 8 }, (_, n) => ({ name: `p${n}`, value: 'é'.repeat(100) }));
+    const r = planBoot(input(withTarget({ personality }), self('verified'), linux));
+    expect(r.plan).toMatchObject({ kind: 'refuse', message: expect.stringMatching(/target pc-01 \(52:54:00:00:00:01\) cannot boot vDisk win11: the kernel command line for pc-01 would be \d+ bytes, more than the kernel's 2047: its 8 personality strings take \d+ \(encoded\); shorten them/) });
+    expect(r.event.outcome).toBe('refused');
+    const base = { base: 'x', servers: ['192.0.2.10:10809'], exportName: 'e', mode: 'read-only' as const, writeCacheType: 'device-ram' as const, writeCacheSizeMb: 0, mac: MAC, hostname: 'h', personality: [], requestTimeoutSeconds: 5, deadConnectionSeconds: 5, staySeconds: 0 };
+    const ok = linuxCmdline(base);
+    if (!ok.ok) throw new Error(ok.message);
+    // Exactly at the limit passes, one byte more does not.
+    const pad = KERNEL_CMDLINE_MAX - ok.cmdline.length - ' bootfarm.p.x='.length;
+    const at = linuxCmdline({ ...base, personality: [{ name: 'x', value: 'a'.repeat(pad) }] });
+    expect(at.ok && at.cmdline.length).toBe(KERNEL_CMDLINE_MAX);
+    expect(linuxCmdline({ ...base, personality: [{ name: 'x', value: 'a'.repeat(pad + 1) }] }).ok).toBe(false);
+  });
+
+  it('refuses a Linux vDisk when no NBD service is offered (its root could not stream), and sanboots any other vDisk as before', () => {
+    const noNbd = planBoot(input(snapshot(), self('verified'), { linux: linux.linux, bootFileUrl: linux.bootFileUrl }));
+    expect(noNbd.plan).toMatchObject({ kind: 'refuse', message: expect.stringContaining('is a Linux vDisk: its root file system streams over NBD') });
+    const plain = planBoot(input(snapshot(), self('verified'), { ...linux, linux: () => null }));
+    expect(plain.plan.kind === 'vdisk' && plain.plan.linux).toBeFalsy();
+    expect(bootScript(plain.plan, site.bootstrap)).toContain('sanboot --no-describe --drive 0x80 http://192.0.2.10/vdisks/');
+  });
+
+  it('refuses NBD servers that are not plain words rather than write them on a command line', () => {
+    const r = planBoot(input(snapshot(), self('verified'), { ...linux, nbdServer: () => 'fe80::1%eth0 :10809' }));
+    expect(r.plan).toMatchObject({ kind: 'refuse', message: expect.stringContaining('cannot be carried on a kernel command line') });
   });
 });

@@ -44,6 +44,26 @@ describe('chooseAppliance', () => {
     expect(chooseAppliance([app('a'), app('b', { up: false })], { vdisk: fixed, targetIp: null })).toMatchObject({ primary: null, reason: 'the vDisk is fixed to b, which down' });
   });
 
+  it("sends a target whose writes stay on its appliance (persistent cache) to the same one boot after boot, whatever the load, and spreads such targets", () => {
+    const apps = ['a', 'b', 'c'].map((id) => app(id));
+    const home = (key: string, cs = apps) => chooseAppliance(cs, { vdisk: algo, targetIp: null, home: key });
+    const first = home('52:54:00:00:00:01|vd_x');
+    expect(first.reason).toContain('home');
+    // Load changes nothing; the order candidates come in changes nothing.
+    const loaded = apps.map((c) => (c.id === first.primary!.id ? { ...c, sessionsForVdisk: 400, sessionsTotal: 400 } : c));
+    expect(home('52:54:00:00:00:01|vd_x', [...loaded].reverse()).primary!.id).toBe(first.primary!.id);
+    // Down (or at its maximum): the next by weight, which is the first of the failover paths it had.
+    const down = apps.map((c) => (c.id === first.primary!.id ? { ...c, up: false } : c));
+    expect(home('52:54:00:00:00:01|vd_x', down).primary!.id).toBe(first.failover[0]!.id);
+    // 300 targets land on all three, roughly a third each.
+    const counts = new Map<string, number>();
+    for (let n = 0; n < 300; n++) {
+      const id = home(`52:54:00:00:01:${n.toString(16).padStart(2, '0')}|vd_x`).primary!.id;
+      counts.set(id, (counts.get(id) ?? 0) + 1);
+    }
+    expect([...counts.values()].every((c) => c > 60)).toBe(true);
+  });
+
   it('property: the same inputs in any order give the same choice, and the choice is eligible and least busy', () => {
     const cand = fc.record({ id: fc.stringMatching(/^[a-z]{1,4}$/), up: fc.boolean(), holdsVersion: fc.boolean(), sessionsForVdisk: fc.nat(50), sessionsTotal: fc.nat(60), powerRating: fc.constantFrom(0.5, 1, 2, 4), maxTargets: fc.integer({ min: 1, max: 60 }) });
     fc.assert(

@@ -56,6 +56,8 @@ export interface HaSiteOptions {
   peerTimeoutMs?: number;
   rebalance?: { enabled: boolean; triggerPercent?: number; intervalSeconds?: number; maxMovesPerCheck?: number; spacingSeconds?: number };
   log?: (line: string) => void;
+  /** More of the site (vDisks, targets) made while the cloud is up, before the appliances enrol and sync. */
+  prepare?: (t: TestSite) => Promise<void>;
 }
 
 export async function haSite(o: HaSiteOptions = {}): Promise<HaSite> {
@@ -70,6 +72,7 @@ export async function haSite(o: HaSiteOptions = {}): Promise<HaSite> {
     macs.push(mac);
     await t.fx.target(t.collectionId, { mac, assignments: [{ vdiskId: t.vdiskId }] });
   }
+  await o.prepare?.(t);
   await t.fx.patch(`/v1/sites/${t.siteId}`, {
     proxyDhcp: { enabled: true },
     highAvailability: { peerTimeoutMs: o.peerTimeoutMs ?? 2000 },
@@ -92,7 +95,16 @@ export async function haSite(o: HaSiteOptions = {}): Promise<HaSite> {
   // Synced on the host while the cloud is there (HA off: nothing here may touch the host's addresses).
   for (const e of enrolled) {
     const warm = await t.run(e.dataDir, { http: { host: '127.0.0.1', port: 0 }, ha: { enabled: false } });
-    await until(`${e.name} synced`, () => warm.cache.inventory()[0]?.state === 'verified' && warm.snapshot()?.appliances.every((a) => a.floatingAddress), 120_000);
+    await until(
+      `${e.name} synced`,
+      () => {
+        const snap = warm.snapshot();
+        const inv = warm.cache.inventory();
+        // Every vDisk of the site's targets (one production version each), all verified.
+        return snap && snap.appliances.every((a) => a.floatingAddress) && inv.length === snap.vdisks.length && inv.every((v) => v.state === 'verified');
+      },
+      300_000,
+    );
     await warm.stop();
   }
   await t.stopApi();

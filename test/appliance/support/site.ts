@@ -4,7 +4,7 @@
  * that boots it, and helpers to enrol appliances and run them in-process.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../../../cli/client.js';
@@ -44,6 +44,8 @@ export interface TestSite {
   run(dataDir: string, o?: { logs?: LogLine[]; fast?: boolean; http?: { host: string; port: number }; bootServices?: boolean; nbd?: { host: string; port: number }; ha?: Partial<ApplianceConfig['ha']> }): Promise<ApplianceHandle>;
   /** The UDP port this site's appliances heartbeat on. */
   haPort: number;
+  /** Pushes a raw image as another vDisk of the site's store (production), with vDisk settings; returns its id. */
+  addVdisk(imagePath: string, o?: { name?: string; chunkSize?: number; settings?: Record<string, unknown> }): Promise<string>;
 }
 
 /** A free TCP port (for appliances several tests bind on different loopback addresses). */
@@ -140,6 +142,12 @@ export async function testSite(o: { imageMiB?: number; /** Push this raw image i
         );
       }
       return { dataDir, config: await loadConfig(dataDir), credential: await loadCredential(dataDir) };
+    },
+    async addVdisk(imagePath, a = {}) {
+      const { size } = await stat(imagePath);
+      const v = await fx.vdisk(store.id, { name: a.name ?? fx.name('vdisk'), sizeBytes: size, chunkSize: a.chunkSize ?? CHUNK, ...(a.settings ?? {}) });
+      await pushImage(new ApiClient(t.api.url, farm.adminToken), { storeId: store.id, name: v.name, files: [imagePath], state: 'production' });
+      return v.id as string;
     },
     async run(dataDir, r = {}) {
       const config = await loadConfig(dataDir);
