@@ -268,11 +268,11 @@ static int handshake(int fd, const char *name, struct export_info *info, char *w
 	return snprintf(why, whylen, "too many option replies"), -1;
 }
 
-/* The first server in order that accepts the export (with the expected size when `want_size`). */
-static int connect_any(const struct server *servers, int n, const char *name, uint64_t want_size, struct export_info *info, int quiet, int *which) {
+/* The first server in order that accepts the export (with the expected size when `want_size`), each given `ms` to answer. */
+static int connect_any(const struct server *servers, int n, const char *name, uint64_t want_size, struct export_info *info, int quiet, int *which, int ms) {
 	char why[512];
 	for (int i = 0; i < n; i++) {
-		int fd = dial(&servers[i], 1000, why, sizeof why);
+		int fd = dial(&servers[i], ms, why, sizeof why);
 		if (fd >= 0 && handshake(fd, name, info, why, sizeof why) == 0) {
 			if (want_size && info->size != want_size) {
 				snprintf(why, sizeof why, "export is %llu bytes, the attached disk %llu", (unsigned long long)info->size, (unsigned long long)want_size);
@@ -448,7 +448,8 @@ int main(int argc, char **argv) {
 	double start = now();
 	/* The site may still be settling (an appliance adopting an address): keep trying for a minute. */
 	for (int round = 0; sock < 0; round++) {
-		sock = connect_any(servers, n, export_name, 0, &info, round > 0 && round % 8, &which);
+		/* The first answer decides where the target reads (the site's balance): a first ARP or SYN lost is worth waiting for. */
+		sock = connect_any(servers, n, export_name, 0, &info, round > 0 && round % 8, &which, 3000);
 		if (sock >= 0) break;
 		if (now() - start > 60) {
 			say(3, "no server accepted export %s within 60 s", export_name);
@@ -526,10 +527,11 @@ int main(int argc, char **argv) {
 			struct export_info again;
 			int prev = which;
 			if (now() - lost < stay) {
-				sock = connect_any(&servers[home], 1, export_name, info.size, &again, round % 20 != 0, &which);
+				/* Short tries, often: the address answers again the moment a survivor adopts it (a lost SYN would be resent only after 1 s). */
+				sock = connect_any(&servers[home], 1, export_name, info.size, &again, round % 20 != 0, &which, 500);
 				which = home;
 			} else
-				sock = connect_any(servers, n, export_name, info.size, &again, round % 20 != 0, &which);
+				sock = connect_any(servers, n, export_name, info.size, &again, round % 20 != 0, &which, 1000);
 			if (sock >= 0) {
 				msg_start(&m, fam.id, NBD_CMD_RECONFIGURE, NBD_GENL_VERSION);
 				attr_u32(&m, NBD_ATTR_INDEX, index);
