@@ -19,10 +19,11 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, copyFile, mkdir, mkdtemp, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, open, readFile, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { writeFileAtomic } from '../../appliance/fs-atomic.js';
 import { BOOT_HEADER_SIZE, BOOT_PARTITION_TYPE, ROOT_PARTITION_TYPE, encodeBootHeader, encodeMbr } from '../../model/linux-boot.js';
 
 const run = promisify(execFile);
@@ -205,7 +206,8 @@ export async function buildLinuxImage(o: BuildLinuxOptions): Promise<BuildLinuxR
         cmdline: fullCmdline,
       };
       await rename(tmp, cached);
-      await writeFile(meta, JSON.stringify(result, null, 2));
+      // The cache's completion mark: atomic, so an interrupted build never leaves a half-written one every later build trips on.
+      await writeFileAtomic(meta, JSON.stringify(result, null, 2));
       const path = o.out ? await place(cached, o.out) : cached;
       return { ...result, path, seconds: (Date.now() - started) / 1000 };
     } finally {
@@ -284,7 +286,6 @@ async function buildInitramfs(o: { work: string; busybox: string; modulesDir: st
   await copyFile(o.busybox, join(dir, 'bin/busybox'));
   await chmod(join(dir, 'bin/busybox'), 0o755);
   const applets = (await run(o.busybox, ['--list'])).stdout.split('\n').filter((a) => /^[a-z0-9_.[-]+$/.test(a) && a !== 'busybox');
-  const { symlink } = await import('node:fs/promises');
   for (const a of applets) await symlink('busybox', join(dir, 'bin', a));
   await symlink('bin', join(dir, 'sbin'));
   await run('gcc', ['-static', '-Os', '-s', '-Wall', '-Wextra', '-Werror', '-o', join(dir, 'bin/bootfarm-nbd'), join(HERE, 'initramfs/bootfarm-nbd.c')]).catch((e: { stderr?: string; message: string }) => {

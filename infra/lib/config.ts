@@ -20,7 +20,7 @@ export const isProductionStage = (stage: string): boolean => /^prod(uction)?(-|$
 /**
  * The reserved concurrency of a production stage's API unless `reservedConcurrency` says otherwise: a cap on what a
  * flood of requests to the public Function URL can take from the account (and cost), and a floor no other function of
- * the account can take from the farm. A farm at rest uses about 0.01 per appliance (infra/README.md).
+ * the account can take from the farm. A farm at rest uses about 0.0075 per appliance (infra/README.md).
  */
 export const PRODUCTION_RESERVED_CONCURRENCY = 50;
 
