@@ -115,3 +115,19 @@ describe.skipIf(!gcc || !existsSync('/usr/include/linux/nbd-netlink.h'))('bootfa
     }
   });
 });
+
+// The initramfs decodes what the boot script encoded (appliance/boot/linux-cmdline.ts) with its own shell function: run that
+// very function under busybox, as the target does, on values an admin may type.
+const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
+describe.skipIf(!BUSYBOX)("the initramfs's decoding of personality values", () => {
+  it('gives back exactly what the boot script encoded, options-looking values and shell characters included', async () => {
+    const { encodeCmdlineValue } = await import('../../appliance/boot/linux-cmdline.js');
+    const init = await import('node:fs/promises').then((f) => f.readFile(fileURLToPath(new URL('../../images/linux/initramfs/init', import.meta.url)), 'utf8'));
+    const fn = init.split('\n').find((l) => l.startsWith('unescape() '))!;
+    expect(fn).toBeDefined();
+    for (const value of ['-n', '-e', '-ne', 'plain', 'a b', '" & más ${x} `id` $(id) \\ %41', 'line\\nbreak-less', '-']) {
+      const { stdout } = await run(BUSYBOX!, ['sh', '-c', `${fn}\nunescape "$1"`, 'sh', encodeCmdlineValue(value)]);
+      expect(stdout, value).toBe(value);
+    }
+  });
+});
